@@ -1,0 +1,143 @@
+"""File helpers shared by every stage: JSONL with line-numbered errors, atomic writes, provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, IO
+
+PathLike = str | os.PathLike[str]
+
+_PROVENANCE_PACKAGES = (
+    "iclpt",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "sentence-transformers",
+    "bm25s",
+    "sacrebleu",
+    "numpy",
+    "pandas",
+    "snakemake",
+)
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file (and line) and what was expected."""
+
+
+def read_jsonl(path: PathLike, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Read a JSONL file; malformed lines and missing keys raise DataError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    need = tuple(required)
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in need if k not in row]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+            rows.append(row)
+    return rows
+
+
+def read_json(path: PathLike) -> Any:
+    """Read a JSON document; errors name the file and position."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+
+
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temp file beside `path`; it replaces `path` only if the block finishes without error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding}
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl_atomic(path: PathLike, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSONL (sorted keys for byte-stable output) atomically; return the row count."""
+    n = 0
+    with atomic_open(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    return n
+
+
+def write_json_atomic(path: PathLike, obj: Any) -> None:
+    with atomic_open(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    with atomic_open(path) as fh:
+        fh.write(text)
+
+
+def package_versions(packages: Iterable[str] = _PROVENANCE_PACKAGES) -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def provenance(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What made an output: the resolved parameters and the versions of the software."""
+    return {
+        "params": _jsonable(params or {}),
+        "versions": package_versions(),
+        "platform": platform.platform(),
+        "argv0": Path(sys.argv[0]).name if sys.argv else "",
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "items"):  # snakemake Namedlist / config views
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    return str(obj)

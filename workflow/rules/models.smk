@@ -1,0 +1,1 @@
+# models stage: rules are added by the stage's owner.

@@ -1,0 +1,1 @@
+# retrieval stage: rules are added by the stage's owner.

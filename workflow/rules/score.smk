@@ -1,0 +1,1 @@
+# score stage: rules are added by the stage's owner.

@@ -1,0 +1,1 @@
+# train stage: rules are added by the stage's owner.
