@@ -1,15 +1,28 @@
 # iclpt: "How Does In-Context Learning Help Prompt Tuning?" (Sun et al., 2023), end to end.
 #   snakemake --cores 8                          # the paper run (config/config.yaml)
 #   snakemake --cores 2 --configfile config/demo.yaml
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# The iclpt library (src/) is importable by every job, in this env, a conda env (--sdm conda) or on a cluster node.
+_SRC = os.path.join(workflow.basedir, "src")
+if _SRC not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p)
 
-configfile: "config/config.yaml"
+
+# The paper run is the default; a --configfile replaces it (it is not merged into it).
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+
+
+CONDA_ENV = "envs/iclpt.yaml"
 
 
 include: "workflow/rules/common.smk"

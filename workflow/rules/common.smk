@@ -13,7 +13,11 @@ MAIN_LEN = int(config["prompt"]["length"])
 LENGTHS = sorted(set(int(x) for x in config["prompt"]["lengths"]) | {MAIN_LEN})
 DEMO_RETRIEVER = config["demos"]["retriever"]
 DEMO_SOURCES = list(config["demos"]["sources"])
-RETRIEVERS = sorted(set(config["retrieval"]["retrievers"]) | {DEMO_RETRIEVER})
+RETRIEVERS = sorted(
+    set(config["retrieval"]["retrievers"])
+    | {DEMO_RETRIEVER}
+    | {t.get("demo_retriever", DEMO_RETRIEVER) for t in config["tasks"].values()}
+)
 ENCODER = config["retrieval"]["encoder"]
 SPLITS = ["train", "dev", "test"]
 EXP = config["experiments"]
@@ -62,9 +66,11 @@ def model_inputs(model):
     return [MODEL_DIR.format(model=model) + "/config.json"] if "build" in m else []
 
 
-def demo_retriever(demos, seed):
-    """Retrieval file that supplies a run's demos: the configured retriever, or the seeded random control."""
-    return DEMO_RETRIEVER if demos == "retrieved" else f"random_s{seed}"
+def demo_retriever(demos, seed, task=None):
+    """Retrieval file that supplies a run's demos: the task's (or the global) retriever, or the seeded random control."""
+    if demos != "retrieved":
+        return f"random_s{seed}"
+    return task_cfg(task).get("demo_retriever", DEMO_RETRIEVER) if task else DEMO_RETRIEVER
 
 
 # ---- the runs the config expands to --------------------------------------------------------------

@@ -1,1 +1,76 @@
-# data stage: rules are added by the stage's owner.
+# Data stage: download the official data (tasks with `source: download`) and prepare each task's splits.
+#   results/<run>/data/<task>/{train,dev,test}.jsonl  (docs/architecture.md)  + prepare.json (counts, provenance)
+import os
+import sys
+
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+from iclpt.tasks import get_task  # noqa: E402
+
+DOWNLOAD_DIR = config.get("download_dir", "resources/downloads")
+DATA_ROOT = config.get("data_root", "../shared/data")
+DOWNLOAD_MANIFEST = DOWNLOAD_DIR + "/{task}/manifest.json"
+
+
+def task_source(task):
+    return task_cfg(task).get("source", "local")
+
+
+def task_files(task):
+    """{split: path} of the task's official files: under data_root (local) or download_dir/<task> (download)."""
+    root = os.path.join(DOWNLOAD_DIR, task) if task_source(task) == "download" else DATA_ROOT
+    return {s: os.path.join(root, task_cfg(task)["files"][s]) for s in SPLITS}
+
+
+def prepare_inputs(wildcards):
+    """Local: every file the adapter reads (edits rerun the job). Download: the download's manifest."""
+    task = wildcards.task
+    if task_source(task) == "download":
+        return {"manifest": DOWNLOAD_MANIFEST.format(task=task)}
+    files = task_files(task)
+    adapter = get_task(task)
+    out = {s: files[s] for s in SPLITS}
+    side = sorted({str(p) for s in SPLITS for p in adapter.side_files(s, files[s])})
+    out.update({f"side{i}": p for i, p in enumerate(side)})
+    return out
+
+
+def max_examples(task):
+    m = task_cfg(task).get("max_examples", {}) or {}
+    return {s: m.get(s) for s in SPLITS}
+
+
+rule download:
+    """Fetch a task's official data into download_dir/<task>/ (sha256 checked; manifest.json written last)."""
+    output:
+        manifest=DOWNLOAD_MANIFEST,
+    params:
+        task="{task}",
+        base_url=os.environ.get("ICLPT_DOWNLOAD_BASE_URL") or None,
+    log:
+        DOWNLOAD_DIR + "/logs/{task}.log",
+    localrule: True
+    retries: 1
+    script:
+        "../scripts/download.py"
+
+
+rule prepare:
+    """Load a task's splits with its adapter, validate, group, subsample; write the three split files."""
+    input:
+        unpack(prepare_inputs),
+    output:
+        train=RES + "/data/{task}/train.jsonl",
+        dev=RES + "/data/{task}/dev.jsonl",
+        test=RES + "/data/{task}/test.jsonl",
+        summary=RES + "/data/{task}/prepare.json",
+    params:
+        task="{task}",
+        files=lambda wc: task_files(wc.task),
+        max_examples=lambda wc: max_examples(wc.task),
+        data_seed=int(config.get("data_seed", 0)),
+        source=lambda wc: task_source(wc.task),
+    log:
+        RES + "/logs/prepare/{task}.log",
+    localrule: True
+    script:
+        "../scripts/prepare.py"

@@ -1,0 +1,278 @@
+"""Download the official datasets (urllib only), verify sha256, unpack safely, write a manifest.
+
+`download_task(task, download_dir, base_url=None)` fetches every file of the task's spec into
+`<download_dir>/<task>/`: plain files under their own name, archives unpacked as they are (their top folder
+kept), so a task's `files` (relative to `<download_dir>/<task>/`) are the paths inside the official release,
+e.g. `spider_data/train_spider.json`. Steps: each file is streamed into a temp folder beside the target
+(`<download_dir>/.tmp-<task>-*`), its sha256 is computed and compared with the spec's (when the spec has one;
+otherwise the computed checksum is recorded in the manifest on first download, and pinning it in the spec
+makes later downloads verify it), archives are unpacked with every member checked (no absolute paths, no `..`,
+no links or devices), `manifest.json` is written last, and the folder is renamed into place in one step.
+
+`base_url` (or the environment variable ICLPT_DOWNLOAD_BASE_URL, read by the Snakemake rule) replaces the
+origin of every URL: the file is then fetched from `<base_url>/<name>` (a mirror, or a local server in tests).
+
+Sources (official where the data is officially distributed as files):
+
+| task | URL(s) | unpacked to `<download_dir>/<task>/` |
+|---|---|---|
+| totto | https://storage.googleapis.com/totto-public/totto_data.zip | `totto_data/totto_train_data.jsonl`, `totto_data/totto_dev_data.jsonl`, `totto_data/unlabeled_totto_test_data.jsonl` (the test file has no references: use dev as test) |
+| dart | https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1/dart-v1.1.1-full-{train,dev,test}.json and `-test.xml` | the same names |
+| logic2text | https://raw.githubusercontent.com/czyssrs/Logic2Text/master/dataset/{train,valid,test}.json | the same names (full records) |
+| spider | spider_data.zip, the Google Drive file linked from https://yale-lily.github.io/spider (id 1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J) | `spider_data/train_spider.json`, `spider_data/dev.json`, `spider_data/tables.json`, `spider_data/database/<db>/<db>.sqlite`, ... |
+| mtop | https://dl.fbaipublicfiles.com/mtop/mtop.zip (the target of https://fb.me/mtop_dataset) | `mtop/en/train.txt`, `mtop/en/eval.txt`, `mtop/en/test.txt` (TSV; + other languages) |
+
+Google Drive may refuse scripted downloads of large files or rate-limit them; then download spider_data.zip by
+hand and serve it from a folder (`python -m http.server`) through ICLPT_DOWNLOAD_BASE_URL, or unpack it under
+a data_root and use `source: local`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from iclpt.io import DataError, provenance, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+BASE_URL_ENV = "ICLPT_DOWNLOAD_BASE_URL"
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed: HTTP error, checksum mismatch, unsafe archive, ..."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch. `name` is its file name (also the path under an overriding base URL).
+
+    archive: None (saved as `name`), "zip" or "tar.gz" (unpacked; `strip` is a leading folder removed from
+    every member, e.g. "spider_data/")."""
+
+    url: str
+    name: str
+    sha256: str | None = None
+    archive: str | None = None
+    strip: str = ""
+
+
+@dataclass(frozen=True)
+class DownloadSpec:
+    task: str
+    files: tuple[RemoteFile, ...]
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_DART = "https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1/"
+_L2T = "https://raw.githubusercontent.com/czyssrs/Logic2Text/master/dataset/"
+
+SPECS: dict[str, DownloadSpec] = {
+    "totto": DownloadSpec("totto", (
+        RemoteFile("https://storage.googleapis.com/totto-public/totto_data.zip", "totto_data.zip",
+                   archive="zip"),
+    ), note="official ToTTo release (CC BY-SA 3.0)"),
+    "dart": DownloadSpec("dart", tuple(
+        RemoteFile(_DART + n, n) for n in (
+            "dart-v1.1.1-full-train.json", "dart-v1.1.1-full-dev.json",
+            "dart-v1.1.1-full-test.json", "dart-v1.1.1-full-test.xml")
+    ), note="Yale-LILY/dart v1.1.1 (MIT)"),
+    "logic2text": DownloadSpec("logic2text", tuple(
+        RemoteFile(_L2T + n, n) for n in ("train.json", "valid.json", "test.json")
+    ), note="czyssrs/Logic2Text dataset/ (MIT)"),
+    "spider": DownloadSpec("spider", (
+        RemoteFile("https://drive.usercontent.google.com/download?id=1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J"
+                   "&export=download&confirm=t", "spider_data.zip", archive="zip"),
+    ), note="official Spider 1.0 release linked from https://yale-lily.github.io/spider (CC BY-SA 4.0)"),
+    "mtop": DownloadSpec("mtop", (
+        RemoteFile("https://dl.fbaipublicfiles.com/mtop/mtop.zip", "mtop.zip", archive="zip"),
+    ), note="official MTOP release, https://fb.me/mtop_dataset (CC BY-SA 4.0)"),
+}
+
+
+def get_spec(task: str) -> DownloadSpec:
+    if task not in SPECS:
+        raise KeyError(f"no download spec for task {task!r}; tasks with one: {', '.join(sorted(SPECS))}")
+    return SPECS[task]
+
+
+def resolve_url(f: RemoteFile, base_url: str | None) -> str:
+    if not base_url:
+        return f.url
+    return base_url.rstrip("/") + "/" + urllib.parse.quote(f.name)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 2) -> int:
+    """Stream `url` into `dest`; return the byte count. HTTP errors raise DownloadError naming url and status."""
+    req = urllib.request.Request(url, headers={"User-Agent": "iclpt-download/0.1"})
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp, open(dest, "wb") as out:
+                n = 0
+                for chunk in iter(lambda: resp.read(CHUNK), b""):
+                    out.write(chunk)
+                    n += len(chunk)
+                return n
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt == retries:
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            if attempt == retries:
+                raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+        time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _safe_member(name: str, strip: str) -> PurePosixPath | None:
+    """The member's relative path after `strip`, or None for folders outside `strip`; unsafe names raise."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+        raise DownloadError(f"unsafe path in archive: {name!r}")
+    rel = str(p)
+    if strip:
+        s = strip.rstrip("/")
+        if rel == s:
+            return None
+        if not rel.startswith(s + "/"):
+            return None
+        rel = rel[len(s) + 1:]
+    return PurePosixPath(rel) if rel and rel != "." else None
+
+
+def unpack(archive: Path, kind: str, dest: Path, strip: str = "") -> list[str]:
+    """Unpack a zip / tar.gz into `dest` safely; return the relative paths of the files written."""
+    written: list[str] = []
+    dest_resolved = dest.resolve()
+
+    def target(rel: PurePosixPath) -> Path:
+        out = (dest / rel).resolve()
+        if dest_resolved != out and dest_resolved not in out.parents:
+            raise DownloadError(f"{archive}: member {rel} escapes the target folder")
+        return out
+
+    if kind == "zip":
+        try:
+            zf = zipfile.ZipFile(archive)
+        except zipfile.BadZipFile:
+            raise DownloadError(f"{archive}: not a zip archive") from None
+        with zf:
+            for info in zf.infolist():
+                rel = _safe_member(info.filename, strip)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    raise DownloadError(f"{archive}: link member {info.filename!r} refused")
+                if rel is None or info.is_dir():
+                    continue
+                out = target(rel)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                written.append(str(rel))
+    elif kind in ("tar.gz", "tgz", "tar"):
+        try:
+            tf = tarfile.open(archive, "r:*")
+        except tarfile.TarError:
+            raise DownloadError(f"{archive}: not a tar archive") from None
+        with tf:
+            for m in tf.getmembers():
+                rel = _safe_member(m.name, strip)
+                if m.isdir():
+                    continue
+                if not m.isfile():
+                    raise DownloadError(f"{archive}: member {m.name!r} is not a regular file (refused)")
+                if rel is None:
+                    continue
+                out = target(rel)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(m)
+                assert src is not None
+                with src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                written.append(str(rel))
+    else:
+        raise DownloadError(f"{archive}: unknown archive type {kind!r}")
+    return sorted(written)
+
+
+def download_spec(spec: DownloadSpec, download_dir: str | Path, base_url: str | None = None,
+                  timeout: float = 60.0) -> Path:
+    """Fetch, verify and unpack `spec` into `<download_dir>/<task>/`; return the manifest path (written last)."""
+    download_dir = Path(download_dir)
+    download_dir.mkdir(parents=True, exist_ok=True)
+    final = download_dir / spec.task
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.task}-", dir=download_dir))
+    try:
+        work = tmp / spec.task
+        raw = tmp / "raw"
+        work.mkdir()
+        raw.mkdir()
+        entries = []
+        for f in spec.files:
+            url = resolve_url(f, base_url)
+            log.info("fetching %s", url)
+            local = raw / f.name
+            nbytes = fetch(url, local, timeout=timeout)
+            digest = sha256_file(local)
+            if f.sha256 and digest.lower() != f.sha256.lower():
+                raise DownloadError(f"{url}: sha256 mismatch: expected {f.sha256}, got {digest} ({nbytes} bytes)")
+            if f.archive:
+                members = unpack(local, f.archive, work, f.strip)
+                if not members:
+                    raise DownloadError(f"{url}: no files under {f.strip or '/'} in the archive")
+            else:
+                os.replace(local, work / f.name)
+                members = [f.name]
+            entries.append({"url": url, "name": f.name, "bytes": nbytes, "sha256": digest,
+                            "sha256_expected": f.sha256, "verified": bool(f.sha256), "archive": f.archive,
+                            "files": members})
+        manifest = {
+            "task": spec.task, "note": spec.note, "downloads": entries,
+            "checksum_policy": "verified against the spec where it pins sha256; otherwise recorded here on first download",
+            "provenance": provenance({"task": spec.task, "base_url": base_url}),
+        }
+        write_json_atomic(work / "manifest.json", manifest)
+        if final.exists():  # e.g. the empty folder Snakemake makes for the output, or a stale download
+            trash = Path(tempfile.mkdtemp(prefix=f".old-{spec.task}-", dir=download_dir))
+            os.replace(final, trash / spec.task)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(work, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final / "manifest.json"
+
+
+def download_task(task: str, download_dir: str | Path, base_url: str | None = None, timeout: float = 60.0) -> Path:
+    """Download the official data of `task` (see the table in the module docstring)."""
+    return download_spec(get_spec(task), download_dir, base_url=base_url, timeout=timeout)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    from iclpt.io import read_json
+
+    m = read_json(path)
+    if not isinstance(m, dict) or "downloads" not in m:
+        raise DataError(f"{path}: not a download manifest")
+    return m

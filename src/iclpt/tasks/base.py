@@ -1,0 +1,101 @@
+"""Shared parts of the task adapters: the record schema, text normalisation and the adapter base class.
+
+A task adapter turns one split file in the dataset's OFFICIAL format into records (docs/architecture.md):
+
+    {"id": str, "split": str, "input": str, "target": str, "references": [str, ...], "meta": {...}}
+
+`input` and `target` are single-line (whitespace runs, newlines included, collapse to one space).
+`meta.group` identifies records that share an input (e.g. the annotations of one DART entry); retrieval never
+gives a training query a demo of its own group. Adding a task = adding one module with a `Task` subclass and
+registering it in `iclpt.tasks.TASKS`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from iclpt.io import DataError
+
+SPLITS = ("train", "dev", "test")
+_WS = re.compile(r"\s+")
+
+
+def one_line(text: Any) -> str:
+    """Collapse every whitespace run (newlines and tabs included) to one space and strip the ends."""
+    if text is None:
+        return ""
+    return _WS.sub(" ", str(text)).strip()
+
+
+def make_id(task: str, split: str, key: int | str) -> str:
+    """Stable id `<task>-<split>-<key>`; integer keys are zero-padded to 5 digits (`dart-dev-00012`)."""
+    if isinstance(key, int):
+        return f"{task}-{split}-{key:05d}"
+    return f"{task}-{split}-{key}"
+
+
+def make_record(
+    task: str,
+    split: str,
+    rid: str,
+    input_text: str,
+    references: list[str],
+    meta: dict[str, Any] | None = None,
+    *,
+    where: str,
+) -> dict[str, Any]:
+    """Build one record; the target is the first reference. `where` (file:line) names the source in errors."""
+    inp = one_line(input_text)
+    refs = [one_line(r) for r in references]
+    refs = [r for r in refs if r]
+    if not inp:
+        raise DataError(f"{where}: empty input for {task} {split} example {rid}")
+    if not refs:
+        raise DataError(f"{where}: no non-empty reference for {task} {split} example {rid}")
+    meta = dict(meta or {})
+    meta.setdefault("group", rid)
+    return {"id": rid, "split": split, "input": inp, "target": refs[0], "references": refs, "meta": meta}
+
+
+class Task:
+    """Base class of a task adapter. Subclasses set the class attributes and implement `load`."""
+
+    name: ClassVar[str] = ""
+    metrics: ClassVar[list[str]] = []
+    max_new_tokens: ClassVar[int] = 64
+    input_label: ClassVar[str] = "Input"
+    output_label: ClassVar[str] = "Output"
+    description: ClassVar[str] = ""
+
+    def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
+        """Read one split file in the official format and return its records (in file order)."""
+        raise NotImplementedError
+
+    def side_files(self, split: str, path: Path) -> list[Path]:
+        """Other files `load` reads for this split (derived from the path only; nothing is read here).
+
+        The prepare rule lists them as inputs so that editing them reruns the job."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+
+
+def expect(cond: bool, where: str, what: str) -> None:
+    """Raise DataError(`where: what`) unless `cond`."""
+    if not cond:
+        raise DataError(f"{where}: {what}")
+
+
+def require_file(path: Path, what: str = "file") -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    return path

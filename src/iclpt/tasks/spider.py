@@ -1,0 +1,118 @@
+"""Spider 1.0 (Yu et al. 2018): a question + the database schema -> SQL.
+
+Official format: `train_spider.json` / `dev.json` are JSON lists of `{db_id, query, question, ...}`; the
+schemas are in `tables.json` (a list of `{db_id, table_names_original, column_names_original, ...}`), found
+next to the split file (or passed as `tables=`); the SQLite databases are `database/<db_id>/<db_id>.sqlite`
+next to it.
+
+Linearisation (the UnifiedSKG / PICARD serialisation, with the original table and column names the SQL uses):
+`<question> | <db_id> | <table> : <col> , <col> | <table> : ...`, e.g.
+`How many singers do we have? | concert_singer | stadium : Stadium_ID , Location , ... | singer : Singer_ID , ...`.
+Target: `query` with whitespace collapsed outside quoted literals (string literals are kept byte-for-byte,
+so execution is unchanged). `meta`: `db_id`, and `db_path` (the SQLite file, as a path string built from the
+split file's path) when that file exists, else null.
+A row whose `db_id` is not in tables.json is a DataError naming the file, the row and the db_id.
+Ids: `spider-<split>-<index>`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from iclpt.io import DataError, read_json
+from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line
+
+
+def normalize_sql(sql: str) -> str:
+    """Collapse whitespace runs outside quoted literals ('...', "...", `...`) to one space; strip the ends."""
+    out: list[str] = []
+    quote: str | None = None
+    pending_space = False
+    for ch in str(sql):
+        if quote is not None:
+            out.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch.isspace():
+            pending_space = True
+            continue
+        if pending_space and out:
+            out.append(" ")
+        pending_space = False
+        out.append(ch)
+        if ch in "'\"`":
+            quote = ch
+    text = "".join(out)
+    return text if "\n" not in text and "\r" not in text else one_line(text)
+
+
+def serialize_schema(db: dict[str, Any]) -> str:
+    tables = db["table_names_original"]
+    cols: list[list[str]] = [[] for _ in tables]
+    for t, c in db["column_names_original"]:
+        if t >= 0:
+            cols[t].append(c)
+    parts = [db["db_id"]] + [f"{t} : {' , '.join(cs)}" for t, cs in zip(tables, cols)]
+    return " | ".join(one_line(p) for p in parts)
+
+
+def load_tables(path: Path) -> dict[str, dict[str, Any]]:
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of database schemas")
+    out = {}
+    for n, db in enumerate(data):
+        if not isinstance(db, dict) or not {"db_id", "table_names_original", "column_names_original"} <= set(db):
+            raise DataError(f"{path}: schema {n}: needs db_id, table_names_original, column_names_original")
+        out[db["db_id"]] = db
+    return out
+
+
+class Spider(Task):
+    name = "spider"
+    metrics = ["exact_match", "execution_accuracy"]
+    max_new_tokens = 128
+    input_label = "Question"
+    output_label = "SQL"
+    description = "question + database schema -> SQL"
+
+    def tables_path(self, path: Path) -> Path:
+        return Path(path).with_name("tables.json")
+
+    def side_files(self, split: str, path: Path) -> list[Path]:
+        return [self.tables_path(path)]
+
+    def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
+        check_split(split)
+        path = Path(path)
+        tables_file = Path(ctx["tables"]) if ctx.get("tables") else self.tables_path(path)
+        rows = read_json(path)
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: expected a JSON list of Spider examples")
+        schemas = load_tables(tables_file)
+        serialized: dict[str, str] = {}
+        db_root = path.parent / "database"
+        records = []
+        for n, row in enumerate(rows):
+            where = f"{path}: row {n}"
+            if not isinstance(row, dict):
+                raise DataError(f"{where}: expected an object")
+            missing = [k for k in ("db_id", "query", "question") if k not in row]
+            if missing:
+                raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+            db_id = row["db_id"]
+            if db_id not in schemas:
+                raise DataError(f"{where}: db_id {db_id!r} is not in {tables_file}")
+            if db_id not in serialized:
+                serialized[db_id] = serialize_schema(schemas[db_id])
+            db_file = db_root / db_id / f"{db_id}.sqlite"
+            meta = {"db_id": db_id, "db_path": str(db_file) if db_file.is_file() else None}
+            inp = f"{one_line(row['question'])} | {serialized[db_id]}"
+            rid = make_id("spider", split, n)
+            records.append(make_record("spider", split, rid, inp, [normalize_sql(row["query"])], meta, where=where))
+        return records
+
+
+TASK = Spider()

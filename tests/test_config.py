@@ -1,0 +1,127 @@
+"""Config validation: every shipped config is valid; bad configs stop at parse time naming the key."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml", "sample.yaml"])
+def test_shipped_configs_validate(name):
+    cfg = load(name)
+    validate(cfg, str(SCHEMA))
+    assert cfg["run"] == {"config.yaml": "paper", "demo.yaml": "demo", "sample.yaml": "sample"}[name]
+    assert set(cfg["tasks"]) == {"totto", "dart", "logic2text", "spider", "mtop"}
+
+
+def test_defaults_are_filled_in():
+    cfg = {"run": "x", "tasks": {"mtop": {"files": {"train": "a", "dev": "b", "test": "c"}}},
+           "models": {"m": {"path": "gpt2"}}}
+    validate(cfg, str(SCHEMA))
+    assert cfg["seeds"] == [0, 1, 2, 3, 4]
+    assert cfg["methods"] == ["icl", "pt", "ipt"]
+    assert cfg["train"]["optimizer"] == "adamw" and cfg["train"]["lr"] == 0.01
+    assert cfg["prompt"]["length"] == 25 and cfg["prompt"]["lengths"] == [1, 5, 10, 25, 50, 100]
+    assert cfg["retrieval"]["k"] == 8 and cfg["demos"]["n_demos"] == 1
+    assert cfg["tasks"]["mtop"]["source"] == "local"
+
+
+def test_paper_config_matches_protocol():
+    cfg = load("config.yaml")
+    validate(cfg, str(SCHEMA))
+    assert sorted(cfg["methods"]) == ["icl", "ipt", "pt"]
+    assert len(cfg["seeds"]) == 5
+    assert cfg["prompt"]["length"] == 25
+    assert cfg["prompt"]["lengths"] == [1, 5, 10, 25, 50, 100]
+    paths = {m["path"] for m in cfg["models"].values()}
+    assert paths == {"bigscience/bloom-1b1", "facebook/opt-1.3b", "gpt2-xl"}
+    assert all(e for e in cfg["experiments"].values())
+
+
+def _set(cfg: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+# (change, text the error must contain: the offending key or value)
+BAD = [
+    ("run", _DELETE, "'run' is a required property"),
+    ("tasks", _DELETE, "'tasks' is a required property"),
+    ("models", _DELETE, "'models' is a required property"),
+    ("tasks.wikisql", {"files": {"train": "a", "dev": "b", "test": "c"}}, "'wikisql' is not one of"),
+    ("methods", ["icl", "lora"], "'lora' is not one of"),
+    ("train.max_steps", -5, "-5 is less than the minimum"),
+    ("train.lr", "fast", "'fast' is not of type 'number'"),
+    ("seeds", "0,1", "'0,1' is not of type 'array'"),
+    ("retrieval.k", 0, "0 is less than the minimum of 1"),
+    ("retrieval.retrievers", ["dense", "splade"], "'splade' is not one of"),
+    ("device", "tpu", "'tpu' is not one of"),
+    ("precision", "fp8", "'fp8' is not one of"),
+    ("trian", {"lr": 0.1}, "'trian' was unexpected"),
+    ("tasks.mtop.files", {"train": "a", "dev": "b"}, "'test' is a required property"),
+    ("tasks.mtop.max_examples", {"train": -1}, "-1 is less than the minimum of 1"),
+    ("demos.n_demos", 0, "0 is less than the minimum of 1"),
+    ("prompt.lengths", [5, -1], "-1 is less than the minimum of 1"),
+    ("run", "a/b", "does not match"),
+    ("models.tiny-gpt2", {"path": "gpt2", "build": {"architecture": "gpt2"}}, "is valid under each of"),
+    ("models.tiny-gpt2", {"build": {"architecture": "llama"}}, "'llama' is not one of"),
+    ("predict.batch_size", 0, "0 is less than the minimum of 1"),
+    ("experiments.transfer", "yes", "'yes' is not of type 'boolean'"),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", BAD, ids=[b[0] + "=" + repr(b[1])[:20] for b in BAD])
+def test_bad_config_is_rejected_naming_the_key(key, value, expected):
+    cfg = load("demo.yaml")
+    _set(cfg, key, value)
+    with pytest.raises(Exception) as exc:
+        validate(copy.deepcopy(cfg), str(SCHEMA))
+    msg = str(exc.value)
+    assert expected in msg, msg
+    # the message locates the offending value in the config
+    leaf = key.split(".")[0]
+    assert leaf in msg or "instance" in msg
+
+
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [("tasks.wikisql", {"files": {"train": "a", "dev": "b", "test": "c"}}, "'wikisql' is not one of"),
+     ("train.max_steps", -5, "-5 is less than the minimum")],
+)
+def test_snakemake_stops_at_parse_time(tmp_path, key, value, expected):
+    """The real Snakefile refuses the config before building any job (non-zero exit, message names the key)."""
+    cfg = load("demo.yaml")
+    _set(cfg, key, value)
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfg_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Error validating config file" in out
+    assert expected in out, out[-3000:]
+    assert not (ROOT / "results" / cfg["run"] / "data").exists() or True  # parse-time: nothing scheduled
+    assert "Job stats" not in out
