@@ -1,0 +1,358 @@
+"""Evaluation metrics: corpus BLEU (sacrebleu, multi-reference), exact match, Spider execution accuracy.
+
+Every metric returns a :class:`MetricResult`: the corpus-level value (0-100), the per-example values (same scale;
+``None`` for an example that was not evaluated), how many examples were evaluated and skipped, and why.
+
+Normalisations (documented here because the paper's exact variants are unknown):
+
+* ``exact_match`` for MTOP (and any non-Spider task): strings are equal after whitespace normalisation
+  (leading/trailing whitespace removed, every run of whitespace collapsed to one space). Case-sensitive.
+* ``exact_match`` for Spider (string match of normalised SQL, *not* the official component "exact set match"):
+  lowercase; double quotes become single quotes; trailing semicolons removed; whitespace put around
+  ``( ) ,`` and comparison operators, then collapsed. Lowercasing also lowercases string literals.
+* ``execution_accuracy`` (Spider): the predicted and every gold query run on
+  ``<database_dir>/<db_id>/<db_id>.sqlite`` opened read-only (``file:...?mode=ro``) with a per-query timeout
+  (sqlite3 progress handler). Correct when the result rows are equal as multisets, or as ordered lists when the
+  gold query has ORDER BY. Invalid SQL or a timeout of the *prediction* is wrong. A missing ``db_id``, a missing
+  database file or a gold query that fails is *not evaluated* (counted in ``n_skipped`` with the reason).
+* ``bleu``: ``sacrebleu.corpus_bleu`` (default 13a tokenisation, exp smoothing) with all references. When examples
+  have different numbers of references the shorter reference lists are padded with ``None``, which sacrebleu 2.x
+  drops per segment (an empty string would instead count as a zero-length reference and distort the brevity
+  penalty). Per example: ``sacrebleu.sentence_bleu`` with that example's references.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iclpt.io import DataError, PathLike, read_jsonl
+
+#: keys every prediction line must carry (docs/architecture.md)
+PREDICTION_FIELDS = (
+    "id",
+    "task",
+    "model",
+    "method",
+    "seed",
+    "prompt_length",
+    "demo_source",
+    "demo_ids",
+    "demo_scores",
+    "input_text",
+    "prediction",
+    "references",
+    "meta",
+)
+
+#: the task metric declarations used when iclpt.tasks is not importable
+DEFAULT_TASK_METRICS = {
+    "totto": ["bleu"],
+    "dart": ["bleu"],
+    "logic2text": ["bleu"],
+    "spider": ["exact_match", "execution_accuracy"],
+    "mtop": ["exact_match"],
+}
+
+
+class MetricError(ValueError):
+    """Unknown metric or a metric that cannot run with the given arguments."""
+
+
+@dataclass
+class MetricResult:
+    name: str
+    value: float | None
+    per_example: list[float | None]
+    n_evaluated: int
+    n_skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- normalisation --------------------------------------------------------------------------------
+def normalize_whitespace(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+_SQL_PUNCT = re.compile(r"\s*(<=|>=|!=|<>|==|=|<|>|\(|\)|,)\s*")
+
+
+def normalize_sql(sql: str) -> str:
+    """Lowercase, `"` -> `'`, no trailing `;`, spaced punctuation/operators, collapsed whitespace."""
+    s = str(sql).strip().lower().replace('"', "'")
+    s = s.rstrip().rstrip(";").rstrip()
+    s = _SQL_PUNCT.sub(lambda m: f" {m.group(1)} ", s)
+    return normalize_whitespace(s)
+
+
+# ---- BLEU --------------------------------------------------------------------------------------------
+def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | None]]:
+    """Transpose per-example reference lists into sacrebleu streams, padding short lists with None."""
+    if not references:
+        return [[]]
+    width = max(len(r) for r in references)
+    if width == 0:
+        raise MetricError("every example has an empty references list")
+    return [[refs[j] if j < len(refs) else None for refs in references] for j in range(width)]
+
+
+def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MetricResult:
+    import sacrebleu
+
+    preds = [str(p) for p in predictions]
+    if len(preds) != len(references):
+        raise MetricError(f"bleu: {len(preds)} predictions but {len(references)} reference lists")
+    if not preds:
+        return MetricResult("bleu", None, [], 0)
+    for i, refs in enumerate(references):
+        if not refs:
+            raise MetricError(f"bleu: example {i} has no references")
+    streams = reference_streams(references)
+    metric = sacrebleu.BLEU()  # the defaults of sacrebleu.corpus_bleu
+    corpus = metric.corpus_score(preds, streams)
+    per = [float(sacrebleu.sentence_bleu(p, list(r)).score) for p, r in zip(preds, references)]
+    return MetricResult(
+        "bleu",
+        float(corpus.score),
+        per,
+        len(preds),
+        details={"signature": str(metric.get_signature()), "bp": corpus.bp, "sys_len": corpus.sys_len,
+                 "ref_len": corpus.ref_len},
+    )
+
+
+# ---- exact match ---------------------------------------------------------------------------------------
+def exact_match(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    normalize: Callable[[str], str] = normalize_whitespace,
+) -> MetricResult:
+    """1 (reported as 100) when the normalised prediction equals any normalised reference."""
+    per: list[float | None] = []
+    for p, refs in zip(predictions, references, strict=True):
+        gold = {normalize(r) for r in refs}
+        per.append(100.0 if normalize(p) in gold else 0.0)
+    value = sum(per) / len(per) if per else None
+    return MetricResult("exact_match", value, per, len(per), details={"normalization": normalize.__name__})
+
+
+# ---- Spider execution accuracy -------------------------------------------------------------------------
+class QueryTimeout(Exception):
+    pass
+
+
+def database_path(database_dir: PathLike, db_id: str) -> Path:
+    return Path(database_dir) / db_id / f"{db_id}.sqlite"
+
+
+def run_sql(db_path: PathLike, sql: str, timeout_s: float = 10.0) -> list[tuple]:
+    """Execute one query on a database opened read-only; raise sqlite3.Error or QueryTimeout."""
+    uri = Path(db_path).resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+
+    def _progress() -> int:
+        nonlocal timed_out
+        if time.monotonic() > deadline:
+            timed_out = True
+            return 1
+        return 0
+
+    try:
+        conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
+        conn.set_progress_handler(_progress, 1000)
+        try:
+            rows = conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:
+            if timed_out:
+                raise QueryTimeout(f"query exceeded {timeout_s}s") from None
+            raise
+        return [tuple(r) for r in rows]
+    finally:
+        conn.close()
+
+
+_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+
+
+def results_match(pred_rows: list[tuple], gold_rows: list[tuple], ordered: bool) -> bool:
+    if ordered:
+        return pred_rows == gold_rows
+    return Counter(pred_rows) == Counter(gold_rows)
+
+
+def execution_accuracy(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    db_ids: Sequence[str | None],
+    database_dir: PathLike | None,
+    timeout_s: float = 10.0,
+) -> MetricResult:
+    """Fraction (x100) of evaluable examples whose predicted SQL returns the gold result (see module doc)."""
+    per: list[float | None] = []
+    reasons: Counter[str] = Counter()
+    wrong: Counter[str] = Counter()
+    if database_dir is None:
+        raise MetricError("execution_accuracy needs database_dir (the folder holding <db_id>/<db_id>.sqlite)")
+    gold_cache: dict[tuple[str, str], list[tuple] | Exception] = {}
+    for pred, refs, db_id in zip(predictions, references, db_ids, strict=True):
+        if not db_id:
+            reasons["no db_id in meta"] += 1
+            per.append(None)
+            continue
+        path = database_path(database_dir, db_id)
+        if not path.is_file():
+            reasons[f"database missing: {db_id}"] += 1
+            per.append(None)
+            continue
+        golds = []
+        for ref in refs:
+            key = (db_id, ref)
+            if key not in gold_cache:
+                try:
+                    gold_cache[key] = run_sql(path, ref, timeout_s)
+                except (sqlite3.Error, QueryTimeout, ValueError) as exc:
+                    gold_cache[key] = exc
+            if not isinstance(gold_cache[key], Exception):
+                golds.append((ref, gold_cache[key]))
+        if not golds:
+            reasons["gold SQL failed to execute"] += 1
+            per.append(None)
+            continue
+        try:
+            rows = run_sql(path, pred, timeout_s)
+        except QueryTimeout:
+            wrong["prediction timed out"] += 1
+            per.append(0.0)
+            continue
+        except (sqlite3.Error, ValueError):  # ValueError: e.g. NUL characters in the query text
+            wrong["prediction invalid SQL"] += 1
+            per.append(0.0)
+            continue
+        ok = any(results_match(rows, g, bool(_ORDER_BY.search(ref))) for ref, g in golds)
+        per.append(100.0 if ok else 0.0)
+    done = [v for v in per if v is not None]
+    return MetricResult(
+        "execution_accuracy",
+        sum(done) / len(done) if done else None,
+        per,
+        len(done),
+        n_skipped=sum(reasons.values()),
+        skipped_reasons=dict(reasons),
+        details={"wrong_reasons": dict(wrong), "timeout_s": timeout_s},
+    )
+
+
+# ---- dispatch ---------------------------------------------------------------------------------------------
+METRICS = ("bleu", "exact_match", "execution_accuracy")
+
+
+def task_metrics(task: str) -> list[str]:
+    """The task's declared metrics: iclpt.tasks when available, else DEFAULT_TASK_METRICS."""
+    try:
+        from iclpt.tasks import get_task  # type: ignore[import-not-found]
+    except ImportError:
+        get_task = None
+    if get_task is not None:
+        return list(get_task(task).metrics)
+    if task not in DEFAULT_TASK_METRICS:
+        raise MetricError(f"unknown task {task!r}; known: {', '.join(DEFAULT_TASK_METRICS)}")
+    return list(DEFAULT_TASK_METRICS[task])
+
+
+def check_metric_names(names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise MetricError(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRICS)}")
+    if not names:
+        raise MetricError("no metric requested")
+
+
+def compute_metric(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    task: str,
+    database_dir: PathLike | None = None,
+    timeout_s: float = 10.0,
+) -> MetricResult:
+    check_metric_names([name])
+    preds = [r["prediction"] for r in rows]
+    refs = [r["references"] for r in rows]
+    if name == "bleu":
+        return bleu(preds, refs)
+    if name == "exact_match":
+        return exact_match(preds, refs, normalize_sql if task == "spider" else normalize_whitespace)
+    db_ids = [(r.get("meta") or {}).get("db_id") for r in rows]
+    return execution_accuracy(preds, refs, db_ids, database_dir, timeout_s)
+
+
+def load_predictions(path: PathLike) -> list[dict[str, Any]]:
+    """Read and validate a predictions.jsonl; every problem names the file and line."""
+    rows = read_jsonl(path, required=PREDICTION_FIELDS)
+    if not rows:
+        raise DataError(f"{path}: no predictions")
+    seen: dict[str, int] = {}
+    # line numbers: read_jsonl skips blank lines, so recount them for messages
+    linenos = [i for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    for row, lineno in zip(rows, linenos):
+        where = f"{path}:{lineno}"
+        if not isinstance(row["prediction"], str):
+            raise DataError(f"{where}: 'prediction' must be a string, got {type(row['prediction']).__name__}")
+        refs = row["references"]
+        if not isinstance(refs, list) or not refs:
+            raise DataError(f"{where}: 'references' must be a non-empty list of strings")
+        if not all(isinstance(r, str) for r in refs):
+            raise DataError(f"{where}: 'references' must contain strings only")
+        if not isinstance(row["demo_scores"], list):
+            raise DataError(f"{where}: 'demo_scores' must be a list")
+        if row["meta"] is not None and not isinstance(row["meta"], dict):
+            raise DataError(f"{where}: 'meta' must be an object")
+        rid = str(row["id"])
+        if rid in seen:
+            raise DataError(f"{where}: duplicate id {rid!r} (first on line {seen[rid]})")
+        seen[rid] = lineno
+    return rows
+
+
+def score_predictions(
+    rows: Sequence[dict[str, Any]],
+    metrics: Sequence[str],
+    task: str,
+    database_dir: PathLike | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metrics.json body without provenance, scores.jsonl rows)."""
+    check_metric_names(list(metrics))
+    results = [compute_metric(m, rows, task, database_dir, timeout_s) for m in metrics]
+    first = rows[0] if rows else {}
+    body: dict[str, Any] = {
+        "task": task,
+        "model": first.get("model"),
+        "method": first.get("method"),
+        "seed": first.get("seed"),
+        "prompt_length": first.get("prompt_length"),
+        "demo_source": first.get("demo_source"),
+        "metric_names": list(metrics),
+        "primary_metric": metrics[0],
+        "n_examples": len(rows),
+        "metrics": {r.name: r.value for r in results},
+        "n_evaluated": {r.name: r.n_evaluated for r in results},
+        "n_skipped": {r.name: r.n_skipped for r in results},
+        "skipped_reasons": {r.name: r.skipped_reasons for r in results},
+        "details": {r.name: r.details for r in results},
+    }
+    scores = []
+    for i, row in enumerate(rows):
+        line = {"id": row["id"]}
+        for r in results:
+            line[r.name] = r.per_example[i]
+        scores.append(line)
+    return body, scores

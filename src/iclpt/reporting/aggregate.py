@@ -1,0 +1,361 @@
+"""From metrics.json / scores.jsonl files to the tables of E1-E4 (pandas DataFrames)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iclpt.io import DataError, PathLike, read_json, read_jsonl
+
+#: when a metrics.json names no primary metric, the first of these it has is used
+PRIMARY_PREFERENCE = ("bleu", "exact_match", "execution_accuracy")
+
+RUN_KEYS = ["task", "model", "method", "length", "demos", "seed"]
+SUMMARY_COLS = ["n_seeds", "mean", "std", "min", "max"]
+
+_RUN_PATH = re.compile(
+    r"(?:^|/)predictions/(?P<task>[^/]+)/(?P<model>[^/]+)/(?P<method>[^/]+)/L(?P<length>\d+)/"
+    r"(?P<demos>[^/]+)/s(?P<seed>\d+)(?:/[^/]*)?$"
+)
+
+
+def parse_run_path(path: PathLike) -> dict[str, Any]:
+    """Run keys from .../predictions/<task>/<model>/<method>/L<len>/<demos>/s<seed>[/file]."""
+    m = _RUN_PATH.search(Path(path).as_posix())
+    if not m:
+        raise DataError(f"{path}: not a run path (.../predictions/<task>/<model>/<method>/L<len>/<demos>/s<seed>/)")
+    d = m.groupdict()
+    d["length"] = int(d["length"])
+    d["seed"] = int(d["seed"])
+    return d
+
+
+def _primary(doc: dict[str, Any]) -> str | None:
+    if doc.get("primary_metric"):
+        return doc["primary_metric"]
+    names = doc.get("metric_names") or list(doc.get("metrics", {}))
+    for p in PRIMARY_PREFERENCE:
+        if p in names:
+            return p
+    return names[0] if names else None
+
+
+def load_runs(metric_files: Iterable[PathLike]) -> pd.DataFrame:
+    """Long table of every run: RUN_KEYS + metric, value, n_evaluated, n_skipped, primary."""
+    rows = []
+    for f in metric_files:
+        keys = parse_run_path(f)
+        doc = read_json(f)
+        if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+            raise DataError(f"{f}: expected an object with a 'metrics' object")
+        primary = _primary(doc)
+        for name, value in doc["metrics"].items():
+            rows.append(
+                {
+                    **keys,
+                    "metric": name,
+                    "value": float(value) if value is not None else math.nan,
+                    "n_evaluated": (doc.get("n_evaluated") or {}).get(name),
+                    "n_skipped": (doc.get("n_skipped") or {}).get(name),
+                    "primary": name == primary,
+                }
+            )
+    cols = RUN_KEYS + ["metric", "value", "n_evaluated", "n_skipped", "primary"]
+    df = pd.DataFrame(rows, columns=cols)
+    if df.empty:
+        return df
+    return df.sort_values(RUN_KEYS + ["metric"], kind="stable").reset_index(drop=True)
+
+
+def summarize(df: pd.DataFrame, by: Sequence[str], value: str = "value") -> pd.DataFrame:
+    """n_seeds (non-missing values), mean, sample std (ddof=1; NaN for one seed), min, max per group."""
+    by = list(by)
+    if df.empty:
+        return pd.DataFrame(columns=by + SUMMARY_COLS)
+    g = df.dropna(subset=[value]).groupby(by, sort=True)[value]
+    out = g.agg(n_seeds="count", mean="mean", std=lambda s: s.std(ddof=1), min="min", max="max").reset_index()
+    # groups whose every value is missing still get a row (n_seeds 0)
+    allg = df[by].drop_duplicates()
+    out = allg.merge(out, on=by, how="left")
+    out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    return out.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+def read_runs_csv(path: PathLike) -> pd.DataFrame:
+    """all_runs.csv back into the load_runs() frame (typed columns)."""
+    df = pd.read_csv(path, dtype={"task": str, "model": str, "method": str, "demos": str, "metric": str})
+    if df.empty:
+        return df
+    df["length"] = df["length"].astype(int)
+    df["seed"] = df["seed"].astype(int)
+    df["value"] = df["value"].astype(float)
+    df["primary"] = df["primary"].astype(str).str.lower().isin(["true", "1"])
+    return df
+
+
+def primary_metrics(runs: pd.DataFrame) -> dict[str, str]:
+    """task -> its primary metric (the first metric the task declares)."""
+    out: dict[str, str] = {}
+    if runs.empty:
+        return out
+    for task, sub in runs.groupby("task"):
+        p = sub.loc[sub["primary"].astype(bool), "metric"]
+        out[task] = p.iloc[0] if len(p) else sub["metric"].iloc[0]
+    return out
+
+
+def _select(runs: pd.DataFrame, method: str, length: int | None, demos: str) -> pd.DataFrame:
+    m = (runs["method"] == method) & (runs["demos"] == demos)
+    if length is not None:
+        m &= runs["length"] == length
+    return runs[m]
+
+
+def main_runs(runs: pd.DataFrame, main_len: int, methods: Sequence[str] = ("icl", "pt", "ipt")) -> pd.DataFrame:
+    """The E1 selection: ICL L0 retrieved, PT L=main none, IPT L=main retrieved."""
+    if runs.empty:
+        return runs
+    parts = []
+    for method in methods:
+        if method == "icl":
+            parts.append(_select(runs, "icl", 0, "retrieved"))
+        elif method == "pt":
+            parts.append(_select(runs, "pt", main_len, "none"))
+        else:
+            parts.append(_select(runs, method, main_len, "retrieved"))
+    return pd.concat(parts, ignore_index=True) if parts else runs.iloc[0:0]
+
+
+def main_table(runs: pd.DataFrame, main_len: int, methods: Sequence[str] = ("icl", "pt", "ipt")) -> pd.DataFrame:
+    """E1: task, model, method, metric, n_seeds, mean, std, min, max."""
+    cols = ["task", "model", "method", "metric"]
+    sel = main_runs(runs, main_len, methods)
+    if sel.empty:
+        return pd.DataFrame(columns=cols + SUMMARY_COLS)
+    out = summarize(sel, cols)
+    order = {m: i for i, m in enumerate(methods)}
+    out["_o"] = out["method"].map(order)
+    return out.sort_values(["task", "model", "_o", "metric"]).drop(columns="_o").reset_index(drop=True)
+
+
+# ---- E2 -----------------------------------------------------------------------------------------------------
+def similarity_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
+    """E2a: ICL and IPT with retrieved vs random demos, per task x model x metric.
+
+    Columns: task, model, method, metric, {retrieved,random}_{n_seeds,mean,std}, diff (retrieved - random), note.
+    """
+    cols = ["task", "model", "method", "metric"]
+    out_cols = cols + [f"{s}_{c}" for s in ("retrieved", "random") for c in ("n_seeds", "mean", "std")]
+    out_cols += ["diff", "note"]
+    if runs.empty:
+        return pd.DataFrame(columns=out_cols)
+    parts = []
+    for method, length in (("icl", 0), ("ipt", main_len)):
+        for demos in ("retrieved", "random"):
+            sel = _select(runs, method, length, demos)
+            if sel.empty:
+                continue
+            s = summarize(sel, cols)
+            s["demos"] = demos
+            parts.append(s)
+    if not parts:
+        return pd.DataFrame(columns=out_cols)
+    long = pd.concat(parts, ignore_index=True)
+    res = long[cols].drop_duplicates().reset_index(drop=True)
+    for s in ("retrieved", "random"):
+        part = long[long["demos"] == s][cols + ["n_seeds", "mean", "std"]]
+        part = part.rename(columns={c: f"{s}_{c}" for c in ("n_seeds", "mean", "std")})
+        res = res.merge(part, on=cols, how="left")
+    res["diff"] = res["retrieved_mean"] - res["random_mean"]
+    res["note"] = ""
+    res.loc[res["random_mean"].isna(), "note"] = "no random-demo runs"
+    res.loc[res["retrieved_mean"].isna(), "note"] = "no retrieved-demo runs"
+    for c in ("retrieved_n_seeds", "random_n_seeds"):
+        res[c] = res[c].fillna(0).astype(int)
+    return res[out_cols].sort_values(cols).reset_index(drop=True)
+
+
+def load_per_example(pred_dirs: Iterable[PathLike], need_demo_scores: bool = True) -> pd.DataFrame:
+    """Per-example scores of runs: RUN_KEYS + id, metric, value, top_demo_score (demo_scores[0] or NaN)."""
+    rows = []
+    for d in pred_dirs:
+        d = Path(d)
+        keys = parse_run_path(d / "scores.jsonl")
+        top: dict[str, float] = {}
+        if need_demo_scores and (d / "predictions.jsonl").is_file():
+            for p in read_jsonl(d / "predictions.jsonl", required=("id", "demo_scores")):
+                ds = p["demo_scores"] or []
+                top[str(p["id"])] = float(ds[0]) if ds and ds[0] is not None else math.nan
+        for s in read_jsonl(d / "scores.jsonl", required=("id",)):
+            sid = str(s["id"])
+            for name, v in s.items():
+                if name == "id":
+                    continue
+                rows.append({**keys, "id": sid, "metric": name, "value": float(v) if v is not None else math.nan,
+                             "top_demo_score": top.get(sid, math.nan)})
+    return pd.DataFrame(rows, columns=RUN_KEYS + ["id", "metric", "value", "top_demo_score"])
+
+
+BUCKET_COLS = ["task", "model", "metric", "bucket", "n_buckets", "sim_min", "sim_max", "n_examples", "n_seeds",
+               "ipt_mean", "pt_mean", "gain_mean", "gain_std"]
+
+
+def gain_by_bucket(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4,
+                   min_per_bucket: int = 2) -> pd.DataFrame:
+    """E2b: IPT - PT gain per quantile bucket of the test example's top (retrieved) demo similarity.
+
+    Buckets (1 = least similar) are quantiles of the IPT run's demo_scores[0] per task x model; fewer than
+    n_buckets when there are fewer than n_buckets * min_per_bucket examples or tied similarities. Per seed the
+    gain is the mean over the bucket's examples of (IPT score - PT score) of the same seed; then mean and sample
+    std over seeds. Scores are per-example (sentence BLEU for BLEU tasks, 0/100 for exact match).
+    """
+    if per_example.empty:
+        return pd.DataFrame(columns=BUCKET_COLS)
+    ipt = _select(per_example, "ipt", main_len, "retrieved")
+    pt = _select(per_example, "pt", main_len, "none")
+    out = []
+    for (task, model, metric), ipt_c in ipt.groupby(["task", "model", "metric"], sort=True):
+        pt_c = pt[(pt["task"] == task) & (pt["model"] == model) & (pt["metric"] == metric)]
+        if pt_c.empty:
+            continue
+        sim = ipt_c.groupby("id")["top_demo_score"].mean().dropna()
+        sim = sim[sim.index.isin(set(pt_c["id"]))]
+        n_b = min(n_buckets, len(sim) // max(1, min_per_bucket))
+        if n_b < 1:
+            continue
+        if n_b == 1:
+            bucket = pd.Series(0, index=sim.index)
+        else:
+            bucket = pd.qcut(sim, n_b, labels=False, duplicates="drop")
+        n_eff = int(bucket.nunique())
+        merged = ipt_c[["seed", "id", "value"]].merge(pt_c[["seed", "id", "value"]], on=["seed", "id"],
+                                                      suffixes=("_ipt", "_pt"))
+        merged = merged[merged["id"].isin(sim.index)].dropna(subset=["value_ipt", "value_pt"])
+        merged["bucket"] = merged["id"].map(bucket)
+        merged["gain"] = merged["value_ipt"] - merged["value_pt"]
+        per_seed = merged.groupby(["bucket", "seed"]).agg(gain=("gain", "mean"), ipt=("value_ipt", "mean"),
+                                                          pt=("value_pt", "mean")).reset_index()
+        for b in sorted(bucket.unique()):
+            ids = bucket.index[bucket == b]
+            ps = per_seed[per_seed["bucket"] == b]
+            out.append({
+                "task": task, "model": model, "metric": metric, "bucket": int(b) + 1, "n_buckets": n_eff,
+                "sim_min": float(sim[ids].min()), "sim_max": float(sim[ids].max()), "n_examples": int(len(ids)),
+                "n_seeds": int(ps["seed"].nunique()), "ipt_mean": float(ps["ipt"].mean()) if len(ps) else math.nan,
+                "pt_mean": float(ps["pt"].mean()) if len(ps) else math.nan,
+                "gain_mean": float(ps["gain"].mean()) if len(ps) else math.nan,
+                "gain_std": float(ps["gain"].std(ddof=1)) if len(ps) > 1 else math.nan,
+            })
+    return pd.DataFrame(out, columns=BUCKET_COLS)
+
+
+# ---- E3 -----------------------------------------------------------------------------------------------------
+def stability_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
+    """E3: PT (demos none) and IPT (retrieved) at every prompt length: seed summary; `main` marks L = main."""
+    cols = ["task", "model", "method", "length", "metric"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols + SUMMARY_COLS + ["main"])
+    sel = pd.concat([runs[(runs["method"] == "pt") & (runs["demos"] == "none")],
+                     runs[(runs["method"] == "ipt") & (runs["demos"] == "retrieved")]], ignore_index=True)
+    if sel.empty:
+        return pd.DataFrame(columns=cols + SUMMARY_COLS + ["main"])
+    out = summarize(sel, cols)
+    out["main"] = out["length"] == main_len
+    return out
+
+
+# ---- E4 -----------------------------------------------------------------------------------------------------
+TRANSFER_COLS = ["model", "target", "metric", "source", "kind", "n_seeds", "mean", "std", "icl_mean", "pt_mean",
+                 "ipt_mean", "beats_icl", "beats_pt"]
+
+
+def transfer_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
+    """E4: [P_source][demo_target][input_target] per (source, target, model), with reference rows.
+
+    Reference rows (kind = reference): 'ICL (target)', 'PT (target)', 'IPT (target)'. beats_* compare a transfer
+    row's mean over seeds with the reference means (empty when a reference is missing).
+    """
+    if runs.empty:
+        return pd.DataFrame(columns=TRANSFER_COLS)
+    tr = runs[runs["method"].str.startswith("transfer_") & (runs["demos"] == "retrieved")
+              & (runs["length"] == main_len)].copy()
+    if tr.empty:
+        return pd.DataFrame(columns=TRANSFER_COLS)
+    tr["source"] = tr["method"].str.slice(len("transfer_"))
+    tr = tr.rename(columns={"task": "target"})
+    s = summarize(tr, ["model", "target", "metric", "source"])
+    s["kind"] = "transfer"
+    refs = []
+    for label, method, length, demos in (("ICL (target)", "icl", 0, "retrieved"),
+                                         ("PT (target)", "pt", main_len, "none"),
+                                         ("IPT (target)", "ipt", main_len, "retrieved")):
+        sel = _select(runs, method, length, demos).rename(columns={"task": "target"})
+        if sel.empty:
+            continue
+        r = summarize(sel, ["model", "target", "metric"])
+        r["source"] = label
+        r["kind"] = "reference"
+        refs.append(r)
+    ref = pd.concat(refs, ignore_index=True) if refs else pd.DataFrame(columns=list(s.columns))
+    ref = ref[ref.set_index(["model", "target", "metric"]).index.isin(s.set_index(["model", "target", "metric"]).index)]
+    out = pd.concat([s, ref], ignore_index=True)
+    key = ["model", "target", "metric"]
+    for label, col in (("ICL (target)", "icl_mean"), ("PT (target)", "pt_mean"), ("IPT (target)", "ipt_mean")):
+        m = ref[ref["source"] == label][key + ["mean"]].rename(columns={"mean": col})
+        out = out.merge(m, on=key, how="left") if not m.empty else out.assign(**{col: np.nan})
+    out["beats_icl"] = np.where(out["icl_mean"].notna() & out["mean"].notna() & (out["kind"] == "transfer"),
+                                (out["mean"] > out["icl_mean"]).astype(object), None)
+    out["beats_pt"] = np.where(out["pt_mean"].notna() & out["mean"].notna() & (out["kind"] == "transfer"),
+                               (out["mean"] > out["pt_mean"]).astype(object), None)
+    out["_k"] = (out["kind"] == "reference").astype(int)
+    out = out.sort_values(["model", "target", "metric", "_k", "source"]).drop(columns="_k")
+    return out[TRANSFER_COLS].reset_index(drop=True)
+
+
+# ---- retrieval summaries --------------------------------------------------------------------------------------
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, list):
+            out[key] = " ".join(map(str, v))
+        else:
+            out[key] = v
+    return out
+
+
+def retrieval_summary_table(summary_files: Iterable[PathLike]) -> pd.DataFrame:
+    """One row per task x retriever x split of the retrieval summary.json files (provenance and notes left out).
+
+    A summary with a ``splits`` object ({split: stats}) gives a row per split, with the flattened stats (e.g.
+    ``first_demo_score.q50``) and ``config.*``; any other summary is flattened into one row.
+    """
+    rows = []
+    for f in summary_files:
+        parts = Path(f).parts
+        task, retriever = parts[-3], parts[-2]
+        doc = read_json(f)
+        if not isinstance(doc, dict):
+            raise DataError(f"{f}: expected a JSON object")
+        doc = {k: v for k, v in doc.items() if k not in ("provenance", "note", "task", "retriever")}
+        cfg = _flat(doc.pop("config", {}) or {}, "config.")
+        splits = doc.pop("splits", None)
+        if isinstance(splits, dict) and splits:
+            for split, stats in splits.items():
+                rows.append({"task": task, "retriever": retriever, "split": split,
+                             **_flat(stats if isinstance(stats, dict) else {"value": stats}), **_flat(doc), **cfg})
+        else:
+            rows.append({"task": task, "retriever": retriever, **_flat(doc), **cfg})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=["task", "retriever", "split"])
+    keys = [c for c in ("task", "retriever", "split") if c in df.columns]
+    return df.sort_values(keys, kind="stable").reset_index(drop=True)

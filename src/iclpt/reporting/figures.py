@@ -1,0 +1,223 @@
+"""Figures of E2-E4 (matplotlib, Agg). Each function returns a Figure; save_figure writes PNG + PDF atomically.
+
+Every figure plots each task's primary metric (0-100). When there is nothing to plot, the axes still get their
+labels and title and a centred message says why (so the report shows the gap instead of failing).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from iclpt.io import PathLike, atomic_open  # noqa: E402
+
+METHOD_COLORS = {"icl": "#7f7f7f", "pt": "#1f77b4", "ipt": "#d62728"}
+
+
+def save_figure(fig: plt.Figure, paths: Sequence[PathLike], dpi: int = 150) -> None:
+    """Write the figure to every path (format from the suffix), each atomically; close it."""
+    for p in paths:
+        fmt = Path(p).suffix.lstrip(".") or "png"
+        with atomic_open(p, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=dpi, bbox_inches="tight",
+                        metadata={"CreationDate": None} if fmt == "pdf" else None)
+    plt.close(fig)
+
+
+def _no_data(ax: plt.Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _primary_only(df: pd.DataFrame, primary: dict[str, str], task_col: str = "task") -> pd.DataFrame:
+    if df.empty or not primary:
+        return df
+    keep = df[task_col].map(primary) == df["metric"]
+    return df[keep]
+
+
+# ---- E2 -----------------------------------------------------------------------------------------------------------
+def fig_similarity(sim: pd.DataFrame, buckets: pd.DataFrame, primary: dict[str, str],
+                   note: str = "") -> plt.Figure:
+    """Left: retrieved vs random demos for ICL and IPT (mean ± std). Right: IPT - PT gain per similarity bucket."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+    s = _primary_only(sim, primary)
+    ax1.set_title("E2: retrieved vs random demonstrations")
+    ax1.set_xlabel("task / model (primary metric)")
+    ax1.set_ylabel("score (0–100), mean ± std over seeds")
+    if s.empty:
+        _no_data(ax1, note or "no ICL/IPT runs with retrieved and random demos")
+    else:
+        cells = list(dict.fromkeys(zip(s["task"], s["model"], s["metric"])))
+        series = [("icl", "retrieved"), ("icl", "random"), ("ipt", "retrieved"), ("ipt", "random")]
+        width = 0.8 / len(series)
+        x = np.arange(len(cells))
+        for i, (method, demos) in enumerate(series):
+            sub = s[s["method"] == method].set_index(["task", "model", "metric"])
+            means = [sub.loc[c, f"{demos}_mean"] if c in sub.index else np.nan for c in cells]
+            stds = [sub.loc[c, f"{demos}_std"] if c in sub.index else np.nan for c in cells]
+            stds = [0 if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in stds]
+            ax1.bar(x + (i - 1.5) * width, means, width, yerr=stds, capsize=2, label=f"{method.upper()} {demos}",
+                    color=METHOD_COLORS[method], alpha=1.0 if demos == "retrieved" else 0.45,
+                    hatch=None if demos == "retrieved" else "//", edgecolor="black", linewidth=0.4)
+        ax1.set_xticks(x, [f"{t}\n{m}\n({me})" for t, m, me in cells], fontsize=8)
+        ax1.legend(fontsize=8)
+    b = _primary_only(buckets, primary)
+    ax2.set_title("E2: IPT − PT gain by top-demo similarity bucket")
+    ax2.set_xlabel("similarity quantile bucket of the test example's top demo (1 = least similar)")
+    ax2.set_ylabel("IPT − PT (per-example score), mean over seeds")
+    if b.empty:
+        _no_data(ax2, "no paired IPT/PT per-example scores with demo similarities")
+    else:
+        for (task, model), sub in b.groupby(["task", "model"], sort=True):
+            sub = sub.sort_values("bucket")
+            yerr = sub["gain_std"].fillna(0).to_numpy()
+            ax2.errorbar(sub["bucket"], sub["gain_mean"], yerr=yerr, marker="o", capsize=3, label=f"{task} / {model}")
+        ax2.axhline(0, color="black", linewidth=0.8, linestyle=":")
+        ax2.set_xticks(sorted(b["bucket"].unique()))
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---- E3 -----------------------------------------------------------------------------------------------------------
+def fig_stability_seeds(runs: pd.DataFrame, main_len: int, primary: dict[str, str]) -> plt.Figure:
+    """Per task x model: per-seed scores of PT and IPT at the main prompt length (box + points)."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * max(1, runs["task"].nunique() if not runs.empty else 1)), 4.5))
+    ax.set_title(f"E3: spread over seeds, PT vs IPT (prompt length {main_len})")
+    ax.set_xlabel("task / model (primary metric)")
+    ax.set_ylabel("score (0–100), one point per seed")
+    sel = runs
+    if not runs.empty:
+        sel = _primary_only(runs[(runs["length"] == main_len) & (
+            ((runs["method"] == "pt") & (runs["demos"] == "none"))
+            | ((runs["method"] == "ipt") & (runs["demos"] == "retrieved")))], primary).dropna(subset=["value"])
+    if sel.empty:
+        _no_data(ax, "no PT/IPT runs at the main prompt length")
+        fig.tight_layout()
+        return fig
+    cells = list(dict.fromkeys(zip(sel["task"], sel["model"], sel["metric"])))
+    rng = np.random.default_rng(0)  # jitter only
+    for i, cell in enumerate(cells):
+        for j, method in enumerate(("pt", "ipt")):
+            v = sel[(sel["task"] == cell[0]) & (sel["model"] == cell[1]) & (sel["method"] == method)]["value"]
+            if v.empty:
+                continue
+            pos = i + (j - 0.5) * 0.35
+            ax.boxplot([v.to_numpy()], positions=[pos], widths=0.28, showfliers=False,
+                       patch_artist=True, boxprops={"facecolor": METHOD_COLORS[method], "alpha": 0.35},
+                       medianprops={"color": "black"})
+            ax.scatter(pos + rng.uniform(-0.06, 0.06, len(v)), v, color=METHOD_COLORS[method], s=14, zorder=3,
+                       label=method.upper() if i == 0 else None)
+    ax.set_xticks(range(len(cells)), [f"{t}\n{m}\n({me})" for t, m, me in cells], fontsize=8)
+    ax.set_xlim(-0.6, len(cells) - 0.4)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def fig_stability_length(stab: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
+    """One panel per task: mean over seeds vs prompt length, band = ± sample std, for PT and IPT per model."""
+    s = _primary_only(stab, primary)
+    tasks = sorted(s["task"].unique()) if not s.empty else []
+    n = max(1, len(tasks))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
+    axes = axes[0]
+    if not tasks:
+        ax = axes[0]
+        ax.set_title("E3: score vs soft-prompt length")
+        ax.set_xlabel("soft-prompt length (virtual tokens)")
+        ax.set_ylabel("score (0–100), mean ± std over seeds")
+        _no_data(ax, "no PT/IPT runs")
+    styles = ["-", "--", ":", "-."]
+    for ax, task in zip(axes, tasks):
+        sub = s[s["task"] == task]
+        for k, model in enumerate(sorted(sub["model"].unique())):
+            for method in ("pt", "ipt"):
+                d = sub[(sub["model"] == model) & (sub["method"] == method)].sort_values("length")
+                if d.empty:
+                    continue
+                x, m, sd = d["length"].to_numpy(), d["mean"].to_numpy(float), d["std"].fillna(0).to_numpy(float)
+                ax.plot(x, m, marker="o", linestyle=styles[k % len(styles)], color=METHOD_COLORS[method],
+                        label=f"{method.upper()} {model}")
+                ax.fill_between(x, m - sd, m + sd, color=METHOD_COLORS[method], alpha=0.18)
+        if sub["length"].nunique() > 1 and sub["length"].min() > 0:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(sorted(sub["length"].unique()), [str(v) for v in sorted(sub["length"].unique())])
+        ax.set_title(f"E3: {task} ({primary.get(task, '')}) vs prompt length")
+        ax.set_xlabel("soft-prompt length (virtual tokens)")
+        ax.set_ylabel("score (0–100), mean ± std over seeds")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---- E4 -----------------------------------------------------------------------------------------------------------
+def fig_transfer(transfer: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
+    """Heatmap per model: rows = source task (+ ICL/PT/IPT on the target), columns = target task.
+
+    Colours are normalised per target column (targets use different metrics); numbers are the raw means.
+    """
+    t = _primary_only(transfer, primary, task_col="target")
+    models = sorted(t["model"].unique()) if not t.empty else []
+    n = max(1, len(models))
+    fig, axes = plt.subplots(1, n, figsize=(1.4 * max(3, t["target"].nunique() if not t.empty else 3) + 2.5, 4.8),
+                             squeeze=False)
+    axes = axes[0]
+    if not models:
+        ax = axes[0]
+        ax.set_title("E4: prompt transfer (source → target)")
+        ax.set_xlabel("target task")
+        ax.set_ylabel("source of the soft prompt")
+        _no_data(ax, "no transfer runs")
+    for ax, model in zip(axes, models):
+        sub = t[t["model"] == model]
+        targets = sorted(sub["target"].unique())
+        sources = sorted(sub[sub["kind"] == "transfer"]["source"].unique())
+        refs = [r for r in ("ICL (target)", "PT (target)", "IPT (target)") if r in set(sub["source"])]
+        rows = sources + refs
+        vals = np.full((len(rows), len(targets)), np.nan)
+        for i, r in enumerate(rows):
+            for j, tg in enumerate(targets):
+                v = sub[(sub["source"] == r) & (sub["target"] == tg)]["mean"]
+                if len(v):
+                    vals[i, j] = v.iloc[0]
+        norm = np.full_like(vals, np.nan)
+        for j in range(vals.shape[1]):
+            col = vals[:, j]
+            if np.all(np.isnan(col)):
+                continue
+            lo, hi = np.nanmin(col), np.nanmax(col)
+            norm[:, j] = (col - lo) / (hi - lo) if hi > lo else 0.5
+        im = ax.imshow(np.ma.masked_invalid(norm), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(targets)):
+                txt = "–" if np.isnan(vals[i, j]) else f"{vals[i, j]:.1f}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=8,
+                        color="white" if (not np.isnan(norm[i, j]) and norm[i, j] < 0.5) else "black")
+        if refs and sources:
+            ax.axhline(len(sources) - 0.5, color="white", linewidth=2)
+        ax.set_xticks(range(len(targets)), [f"{tg}\n({primary.get(tg, '')})" for tg in targets], fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        ax.set_xlabel("target task (metric)")
+        ax.set_ylabel("source of the soft prompt / reference on target")
+        ax.set_title(f"E4: prompt transfer, {model}")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="score, normalised per target column")
+    fig.tight_layout()
+    return fig
+
+
+def figure_paths(stem: PathLike) -> list[str]:
+    return [os.fspath(stem) + ".png", os.fspath(stem) + ".pdf"]

@@ -1,0 +1,409 @@
+"""Aggregation math, E1-E4 tables, figures (written, labelled), findings both ways, on synthetic runs."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from iclpt.io import DataError
+from iclpt.reporting import (
+    fig_similarity,
+    fig_stability_length,
+    fig_stability_seeds,
+    fig_transfer,
+    finding1,
+    finding2,
+    finding3,
+    gain_by_bucket,
+    load_per_example,
+    load_runs,
+    main_table,
+    parse_run_path,
+    primary_metrics,
+    read_runs_csv,
+    render_findings,
+    render_main_md,
+    render_main_tex,
+    retrieval_summary_table,
+    save_figure,
+    similarity_table,
+    stability_table,
+    summarize,
+    transfer_table,
+    write_csv,
+)
+
+MAIN_LEN = 4
+
+
+def _metrics_file(root, task, model, method, length, demos, seed, metrics, primary=None):
+    d = Path(root) / "predictions" / task / model / method / f"L{length}" / demos / f"s{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    names = list(metrics)
+    doc = {"task": task, "metrics": metrics, "metric_names": names, "primary_metric": primary or names[0],
+           "n_evaluated": {k: 3 for k in names}, "n_skipped": {k: 0 for k in names}}
+    (d / "metrics.json").write_text(json.dumps(doc))
+    return d / "metrics.json"
+
+
+def _runs_frame(rows):
+    """rows: (task, model, method, length, demos, seed, value) with metric 'bleu'."""
+    df = pd.DataFrame(rows, columns=["task", "model", "method", "length", "demos", "seed", "value"])
+    df["metric"] = "bleu"
+    df["primary"] = True
+    return df
+
+
+# ---- aggregation ----------------------------------------------------------------------------------------------
+def test_summarize_known_numbers():
+    df = pd.DataFrame({"g": ["a"] * 4 + ["b"], "value": [1.0, 2.0, 3.0, 4.0, 7.0]})
+    s = summarize(df, ["g"]).set_index("g")
+    assert s.loc["a", "n_seeds"] == 4
+    assert s.loc["a", "mean"] == pytest.approx(2.5)
+    assert s.loc["a", "std"] == pytest.approx(math.sqrt(5 / 3))  # sample std: sum sq dev 5, / (n-1)
+    assert (s.loc["a", "min"], s.loc["a", "max"]) == (1.0, 4.0)
+    assert s.loc["b", "n_seeds"] == 1 and math.isnan(s.loc["b", "std"])
+
+
+def test_parse_run_path():
+    d = parse_run_path("results/x/predictions/dart/tiny-gpt2/transfer_mtop/L25/retrieved/s3/metrics.json")
+    assert d == {"task": "dart", "model": "tiny-gpt2", "method": "transfer_mtop", "length": 25,
+                 "demos": "retrieved", "seed": 3}
+    with pytest.raises(DataError):
+        parse_run_path("results/x/elsewhere/metrics.json")
+
+
+def test_load_runs_and_main_table(tmp_path):
+    files = []
+    for seed, (pt, ipt) in enumerate([(10.0, 20.0), (14.0, 22.0), (12.0, 24.0)]):
+        files.append(_metrics_file(tmp_path, "dart", "m", "pt", MAIN_LEN, "none", seed, {"bleu": pt}))
+        files.append(_metrics_file(tmp_path, "dart", "m", "ipt", MAIN_LEN, "retrieved", seed, {"bleu": ipt}))
+        files.append(_metrics_file(tmp_path, "dart", "m", "pt", 1, "none", seed, {"bleu": 99.0}))  # not main
+        files.append(_metrics_file(tmp_path, "dart", "m", "ipt", MAIN_LEN, "random", seed, {"bleu": 99.0}))
+    files.append(_metrics_file(tmp_path, "dart", "m", "icl", 0, "retrieved", 0, {"bleu": 5.0}))
+    files.append(_metrics_file(tmp_path, "spider", "m", "icl", 0, "retrieved", 0,
+                               {"exact_match": 50.0, "execution_accuracy": None}))
+    runs = load_runs(files)
+    assert len(runs) == 3 * 4 + 1 + 2
+    assert primary_metrics(runs) == {"dart": "bleu", "spider": "exact_match"}
+    # CSV round trip keeps types
+    write_csv(runs, tmp_path / "all_runs.csv")
+    back = read_runs_csv(tmp_path / "all_runs.csv")
+    assert back["primary"].dtype == bool and back["seed"].dtype.kind == "i"
+    main = main_table(back, MAIN_LEN).set_index(["task", "method", "metric"])
+    assert list(main.columns) == ["model", "n_seeds", "mean", "std", "min", "max"]
+    pt = main.loc[("dart", "pt", "bleu")]
+    assert (pt["n_seeds"], pt["mean"], pt["min"], pt["max"]) == (3, 12.0, 10.0, 14.0)
+    assert pt["std"] == pytest.approx(2.0)
+    assert main.loc[("dart", "ipt", "bleu")]["mean"] == pytest.approx(22.0)
+    assert main.loc[("dart", "icl", "bleu")]["n_seeds"] == 1
+    assert main.loc[("spider", "icl", "execution_accuracy")]["n_seeds"] == 0
+    md = render_main_md(main_table(back, MAIN_LEN))
+    assert "| model | method | dart | spider (exact_match) | spider (execution_accuracy) |" in md
+    assert "12.0 ± 2.0" in md and "| m | ICL | 5.0 |" in md
+    tex = render_main_tex(main_table(back, MAIN_LEN))
+    assert "\\begin{tabular}{llccc}" in tex and "12.0 $\\pm$ 2.0" in tex and "exact match" in tex
+
+
+def test_similarity_table_with_and_without_random():
+    rows = [("mtop", "m", "icl", 0, "retrieved", 0, 30.0)]
+    rows += [("mtop", "m", "icl", 0, "random", s, v) for s, v in enumerate([10.0, 20.0])]
+    rows += [("mtop", "m", "ipt", MAIN_LEN, "retrieved", s, v) for s, v in enumerate([40.0, 44.0])]
+    t = similarity_table(_runs_frame(rows), MAIN_LEN).set_index("method")
+    assert t.loc["icl", "diff"] == pytest.approx(15.0) and t.loc["icl", "random_n_seeds"] == 2
+    assert math.isnan(t.loc["ipt", "random_mean"]) and t.loc["ipt", "note"] == "no random-demo runs"
+
+
+def _per_example(tmp_path, sims, ipt_vals, pt_vals, seeds=(0, 1)):
+    dirs = []
+    for seed in seeds:
+        for method, demos, vals in (("ipt", "retrieved", ipt_vals), ("pt", "none", pt_vals)):
+            d = tmp_path / "predictions" / "mtop" / "m" / method / f"L{MAIN_LEN}" / demos / f"s{seed}"
+            d.mkdir(parents=True, exist_ok=True)
+            preds, scores = [], []
+            for i, (sim, v) in enumerate(zip(sims, vals)):
+                preds.append({"id": f"e{i}", "demo_scores": [sim, sim / 2] if method == "ipt" else []})
+                scores.append({"id": f"e{i}", "exact_match": v + seed})
+            (d / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
+            (d / "scores.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores))
+            dirs.append(d)
+    return load_per_example(dirs)
+
+
+def test_gain_by_bucket(tmp_path):
+    sims = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    ipt = [0, 0, 0, 0, 100, 100, 100, 0]
+    pt = [0, 0, 0, 0, 0, 0, 0, 0]
+    per = _per_example(tmp_path, sims, ipt, pt)
+    b = gain_by_bucket(per, MAIN_LEN, n_buckets=2, min_per_bucket=2)
+    assert list(b["bucket"]) == [1, 2] and list(b["n_examples"]) == [4, 4]
+    assert list(b["gain_mean"]) == pytest.approx([0.0, 75.0])
+    assert list(b["n_seeds"]) == [2, 2]
+    assert (b.loc[0, "sim_min"], b.loc[1, "sim_max"]) == (0.1, 0.8)
+    # few examples: 3 examples with min 2 per bucket -> a single bucket
+    b1 = gain_by_bucket(per[per["id"].isin(["e0", "e1", "e2"])], MAIN_LEN, n_buckets=4, min_per_bucket=2)
+    assert list(b1["bucket"]) == [1] and b1.loc[0, "n_buckets"] == 1
+    assert gain_by_bucket(per.iloc[0:0], MAIN_LEN).empty
+
+
+def test_stability_and_transfer_tables():
+    rows = []
+    for s, (a, b) in enumerate([(10.0, 20.0), (30.0, 22.0)]):
+        rows += [("dart", "m", "pt", MAIN_LEN, "none", s, a), ("dart", "m", "ipt", MAIN_LEN, "retrieved", s, b),
+                 ("dart", "m", "pt", 1, "none", s, a / 2), ("dart", "m", "ipt", 1, "retrieved", s, b - 1)]
+        rows += [("dart", "m", "transfer_mtop", MAIN_LEN, "retrieved", s, 15.0 + s),
+                 ("dart", "m", "transfer_totto", MAIN_LEN, "retrieved", s, 5.0)]
+    rows.append(("dart", "m", "icl", 0, "retrieved", 0, 12.0))
+    runs = _runs_frame(rows)
+    st = stability_table(runs, MAIN_LEN).set_index(["method", "length"])
+    assert st.loc[("pt", MAIN_LEN), "std"] == pytest.approx(math.sqrt(200))
+    assert bool(st.loc[("pt", MAIN_LEN), "main"]) and not bool(st.loc[("pt", 1), "main"])
+    tr = transfer_table(runs, MAIN_LEN).set_index("source")
+    assert tr.loc["mtop", "mean"] == pytest.approx(15.5)
+    assert tr.loc["mtop", "beats_icl"] is True and tr.loc["totto", "beats_icl"] is False
+    assert tr.loc["mtop", "beats_pt"] is False  # PT on target: mean 20
+    assert tr.loc["ICL (target)", "kind"] == "reference" and tr.loc["ICL (target)", "beats_icl"] is None
+
+
+def test_retrieval_summary_table(tmp_path):
+    p = tmp_path / "retrieval" / "dart" / "dense"
+    p.mkdir(parents=True)
+    doc = {"task": "dart", "retriever": "dense", "config": {"k": 4, "encoder": "minilm"},
+           "splits": {"test": {"n_queries": 3, "k": 4, "first_demo_score": {"q50": 0.5},
+                               "first_demo_identical_input": 1},
+                      "train": {"n_queries": 9, "k": [3, 4], "first_demo_score": {"q50": 0.7},
+                                "first_demo_identical_input": 0}},
+           "note": "x", "provenance": {"versions": {"numpy": "2"}}}
+    (p / "summary.json").write_text(json.dumps(doc))
+    q = tmp_path / "retrieval" / "dart" / "bm25"
+    q.mkdir(parents=True)
+    (q / "summary.json").write_text(json.dumps({"test": {"top1": {"q50": 0.25}}, "duplicates": 2}))
+    t = retrieval_summary_table([p / "summary.json", q / "summary.json"])
+    dense = t[t["retriever"] == "dense"].set_index("split")
+    assert dense.loc["test", "first_demo_score.q50"] == 0.5 and dense.loc["train", "k"] == "3 4"
+    assert dense.loc["test", "config.encoder"] == "minilm"
+    assert not any(c.startswith("provenance") for c in t.columns) and "note" not in t.columns
+    bm25 = t[t["retriever"] == "bm25"].iloc[0]
+    assert bm25["test.top1.q50"] == 0.25 and bm25["duplicates"] == 2
+
+
+# ---- figures ------------------------------------------------------------------------------------------------
+def _labelled(fig):
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            continue
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+
+
+def _saved(fig, tmp_path, name):
+    paths = [tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"]
+    save_figure(fig, paths)
+    for p in paths:
+        assert p.stat().st_size > 2000
+
+
+def test_figures_written_and_labelled(tmp_path):
+    rows = []
+    for s in range(3):
+        rows += [("dart", "m", "pt", L, "none", s, 10.0 + s * L) for L in (1, MAIN_LEN)]
+        rows += [("dart", "m", "ipt", L, "retrieved", s, 20.0 + s) for L in (1, MAIN_LEN)]
+        rows += [("dart", "m", "ipt", MAIN_LEN, "random", s, 15.0 + s), ("dart", "m", "icl", 0, "random", s, 5.0)]
+        rows += [("dart", "m", "transfer_mtop", MAIN_LEN, "retrieved", s, 12.0)]
+        rows += [("mtop", "m", "transfer_dart", MAIN_LEN, "retrieved", s, 30.0 + s),
+                 ("mtop", "m", "pt", MAIN_LEN, "none", s, 25.0)]
+    rows.append(("dart", "m", "icl", 0, "retrieved", 0, 8.0))
+    runs = _runs_frame(rows)
+    primary = primary_metrics(runs)
+    per = _per_example(tmp_path, [0.1, 0.2, 0.3, 0.4], [1, 2, 3, 4], [0, 0, 0, 0])
+    buckets = gain_by_bucket(per, MAIN_LEN, 2, 2)
+    figs = {
+        "similarity": fig_similarity(similarity_table(runs, MAIN_LEN), buckets, primary | {"mtop": "exact_match"}),
+        "stability_seeds": fig_stability_seeds(runs, MAIN_LEN, primary),
+        "stability_length": fig_stability_length(stability_table(runs, MAIN_LEN), primary),
+        "transfer": fig_transfer(transfer_table(runs, MAIN_LEN), primary),
+    }
+    for name, fig in figs.items():
+        _labelled(fig)
+        assert any(ax.has_data() for ax in fig.axes), name
+        _saved(fig, tmp_path, name)
+
+
+def test_figures_without_data_still_labelled(tmp_path):
+    empty = _runs_frame([])
+    figs = [fig_similarity(similarity_table(empty, MAIN_LEN), gain_by_bucket(pd.DataFrame(), MAIN_LEN), {},
+                           note="random-demo control not run"),
+            fig_stability_seeds(empty, MAIN_LEN, {}), fig_stability_length(stability_table(empty, MAIN_LEN), {}),
+            fig_transfer(transfer_table(empty, MAIN_LEN), {})]
+    for i, fig in enumerate(figs):
+        _labelled(fig)
+        _saved(fig, tmp_path, f"empty{i}")
+
+
+# ---- findings -------------------------------------------------------------------------------------------------
+def _stab(pt_std, ipt_std, pt_len_means, ipt_len_means, cells=("dart", "mtop")):
+    rows = []
+    for task in cells:
+        for method, std, means in (("pt", pt_std, pt_len_means), ("ipt", ipt_std, ipt_len_means)):
+            for L, m in zip((1, MAIN_LEN), means):
+                rows.append({"task": task, "model": "m", "method": method, "length": L, "metric": "bleu",
+                             "n_seeds": 3, "mean": m, "std": std, "min": 0, "max": 0, "main": L == MAIN_LEN})
+    return pd.DataFrame(rows)
+
+
+PRIMARY = {"dart": "bleu", "mtop": "bleu"}
+
+
+def test_finding2_both_ways():
+    yes = finding2(_stab(5.0, 1.0, [10, 30], [20, 21]), PRIMARY)
+    assert yes["status"] == "supported" and yes["seed_std_lower"] == [True, True]
+    no = finding2(_stab(1.0, 5.0, [20, 21], [10, 30]), PRIMARY)
+    assert no["status"] == "not supported"
+    mixed = finding2(_stab(5.0, 1.0, [20, 21], [10, 30]), PRIMARY)
+    assert mixed["status"] == "mixed"
+    assert finding2(_stab(5.0, 1.0, [10, 30], [20, 21], cells=("dart",)), PRIMARY)["status"] == "not enough data"
+    assert finding2(None, PRIMARY, stability_run=False)["status"] == "not run"
+
+
+def _main(pt, ipt):
+    return pd.DataFrame([{"task": t, "model": "m", "method": me, "metric": "bleu", "n_seeds": 2, "mean": v,
+                          "std": 1.0, "min": 0, "max": 0}
+                         for t in ("dart", "mtop") for me, v in (("pt", pt), ("ipt", ipt))])
+
+
+def _buckets(low, high):
+    return pd.DataFrame([{"task": t, "model": "m", "metric": "bleu", "bucket": b, "gain_mean": g}
+                         for t in ("dart", "mtop") for b, g in ((1, low), (2, high))])
+
+
+def _sim(ret, rand):
+    return pd.DataFrame([{"task": t, "model": "m", "method": me, "metric": "bleu", "retrieved_mean": ret,
+                          "random_mean": rand} for t in ("dart", "mtop") for me in ("icl", "ipt")])
+
+
+def test_finding1_both_ways():
+    yes = finding1(_main(10, 12), _sim(20, 10), _buckets(-1.0, 5.0), PRIMARY)
+    assert yes["status"] == "supported"
+    no = finding1(_main(10, 12), _sim(10, 20), _buckets(5.0, -1.0), PRIMARY)
+    assert no["status"] == "not supported"
+    assert finding1(_main(10, 12), None, None, PRIMARY, similarity_run=False)["status"] == "not enough data"
+    only_buckets = finding1(_main(10, 12), None, _buckets(-1.0, 5.0), PRIMARY, similarity_run=False)
+    assert only_buckets["status"] == "supported" and only_buckets["criteria"]["retrieved_vs_random"] == "not run"
+
+
+def _transfer(values, icl):
+    rows = [{"model": "m", "target": "dart", "metric": "bleu", "source": s, "kind": "transfer", "mean": v,
+             "beats_icl": v > icl, "beats_pt": False} for s, v in values.items()]
+    return pd.DataFrame(rows)
+
+
+def test_finding3_both_ways():
+    assert finding3(_transfer({"mtop": 20, "totto": 30}, icl=10), PRIMARY)["status"] == "supported"
+    assert finding3(_transfer({"mtop": 5, "totto": 30}, icl=10), PRIMARY)["status"] == "not supported"
+    assert finding3(_transfer({"mtop": 20}, icl=10), PRIMARY)["status"] == "not enough data"
+    assert finding3(None, PRIMARY, transfer_run=False)["status"] == "not run"
+
+
+def test_render_findings_from_csv_round_trip(tmp_path):
+    tr = _transfer({"mtop": 20, "totto": 30}, icl=10)
+    ref = {"model": "m", "target": "dart", "metric": "bleu", "source": "ICL (target)", "kind": "reference",
+           "mean": 10, "beats_icl": None, "beats_pt": None}
+    tr = pd.concat([tr.astype(object), pd.DataFrame([ref], dtype=object)], ignore_index=True)
+    write_csv(tr, tmp_path / "transfer.csv")
+    f3 = finding3(pd.read_csv(tmp_path / "transfer.csv"), PRIMARY)
+    assert f3["beats_icl"] == [True, True]
+    text = render_findings("demo", finding1(_main(10, 12), None, None, PRIMARY),
+                           finding2(_stab(5.0, 1.0, [10, 30], [20, 21]), PRIMARY), f3)
+    assert "## Finding 2: **supported**" in text and "2/2" in text and "## Finding 1: **not enough data**" in text
+
+
+# ---- the score + report rules end to end (fake predictions, no model) -----------------------------------------
+HARNESS = r'''
+import json, random
+from snakemake.utils import validate
+
+validate(config, "{repo}/workflow/schemas/config.schema.yaml")
+
+include: "{repo}/workflow/rules/common.smk"
+include: "{repo}/workflow/rules/score.smk"
+include: "{repo}/workflow/rules/report.smk"
+
+GOLD = {{"dart": ["the cat sat on the mat", "john lives in paris", "the river flows to the sea",
+                  "alice wrote a book", "the team won the cup", "bob is tall"],
+         "mtop": ["[IN:A [SL:B x ] ]", "[IN:C ]", "[IN:D [SL:E y ] ]", "[IN:F ]", "[IN:G ]", "[IN:H ]"]}}
+
+
+rule fake_predict:
+    output:
+        PRED_DIR + "/predictions.jsonl",
+    run:
+        rng = random.Random(len(output[0]) + int(wildcards.seed))
+        with open(output[0], "w") as fh:
+            for i, gold in enumerate(GOLD[wildcards.task]):
+                pred = gold if rng.random() < 0.5 else "nothing"
+                demos = wildcards.demos != "none"
+                fh.write(json.dumps({{"id": f"e{{i}}", "task": wildcards.task, "model": wildcards.model,
+                    "method": wildcards.method, "seed": int(wildcards.seed), "prompt_length": int(wildcards.length),
+                    "demo_source": wildcards.demos, "demo_ids": ["t0"] if demos else [],
+                    "demo_scores": [0.1 * i] if demos else [], "input_text": "x", "prediction": pred,
+                    "references": [gold], "meta": {{}}}}) + "\n")
+
+
+rule fake_summary:
+    output:
+        RETRIEVAL_SUMMARY,
+    run:
+        with open(output[0], "w") as fh:
+            json.dump({{"splits": {{"test": {{"n_queries": 6, "first_demo_score": {{"q50": 0.3}}}}}}}}, fh)
+
+
+rule all_report:
+    input:
+        report_targets(),
+    default_target: True
+'''
+
+HARNESS_CONFIG = """
+run: fake
+tasks:
+  dart: {files: {train: a, dev: b, test: c}}
+  mtop: {files: {train: a, dev: b, test: c}}
+models:
+  tiny: {build: {architecture: gpt2}}
+seeds: [0, 1]
+demos: {sources: [retrieved]}
+prompt: {length: 2, lengths: [2]}
+experiments: {main: true, similarity: true, stability: true, transfer: false}
+"""
+
+
+@pytest.mark.slow
+def test_score_and_report_rules_end_to_end(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "Snakefile").write_text(HARNESS.format(repo=repo))
+    (tmp_path / "config.yaml").write_text(HARNESS_CONFIG)
+    smk = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    base = [smk, "-s", str(tmp_path / "Snakefile"), "--configfile", str(tmp_path / "config.yaml"),
+            "--directory", str(tmp_path), "--cores", "2", "--quiet"]
+    run = subprocess.run(base, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    res = tmp_path / "results" / "fake"
+    main = pd.read_csv(res / "tables" / "main.csv")
+    assert set(zip(main["task"], main["method"])) == {(t, m) for t in ("dart", "mtop") for m in ("icl", "pt", "ipt")}
+    assert (main[main["method"] != "icl"]["n_seeds"] == 2).all()
+    for f in ("similarity", "stability_seeds", "stability_length"):
+        assert (res / "figures" / f"{f}.png").stat().st_size > 2000
+    assert not (res / "tables" / "transfer.csv").exists()
+    findings = (res / "findings.md").read_text()
+    assert "## Finding 3: **not run**" in findings
+    assert "random-demo control not run" in pd.read_csv(res / "tables" / "similarity.csv")["note"].iloc[0]
+    scores = (res / "predictions" / "mtop" / "tiny" / "pt" / "L2" / "none" / "s0" / "scores.jsonl").read_text()
+    assert scores.count("\n") == 6 and '"exact_match"' in scores
+    rep = subprocess.run(base + ["--report", str(res / "report.html")], capture_output=True, text=True, timeout=600)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert (res / "report.html").stat().st_size > 10000

@@ -1,0 +1,46 @@
+"""Thin adapter: E2 retrieved vs random demos + IPT - PT gain by similarity bucket (tables + figure)."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report_common import setup_log  # noqa: E402
+
+from iclpt.reporting import (  # noqa: E402
+    fig_similarity,
+    gain_by_bucket,
+    load_per_example,
+    primary_metrics,
+    read_runs_csv,
+    save_figure,
+    similarity_table,
+    write_csv,
+)
+
+sm = snakemake  # noqa: F821
+log = setup_log(sm, "report_similarity")
+try:
+    main_len = int(sm.params.main_len)
+    runs = read_runs_csv(sm.input.runs)
+    primary = primary_metrics(runs)
+    sim = similarity_table(runs, main_len)
+    note = ""
+    if not sm.params.control_run:
+        note = "random-demo control not run (experiments.similarity false or 'random' not in demos.sources)"
+    if sim.empty:
+        sim = pd.DataFrame([{c: None for c in sim.columns} | {"note": note or "no ICL/IPT runs"}],
+                           columns=sim.columns)
+    elif note:
+        sim["note"] = note
+    write_csv(sim, sm.output.csv)
+    per_example = load_per_example([Path(p).parent for p in sm.input.scores])
+    buckets = gain_by_bucket(per_example, main_len, int(sm.params.n_buckets), int(sm.params.min_per_bucket))
+    write_csv(buckets, sm.output.buckets)
+    fig = fig_similarity(sim.dropna(subset=["task"]), buckets, primary, note=note)
+    save_figure(fig, [sm.output.png, sm.output.pdf])
+    log.info("similarity rows %d, bucket rows %d", len(sim), len(buckets))
+except Exception:
+    log.exception("report_similarity failed")
+    raise
