@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Plan a run before anything runs: jobs per rule and estimated GPU-hours.
+
+    python workflow/scripts/plan.py --configfile config/config.yaml            # the whole DAG of the config
+    python workflow/scripts/plan.py --configfile config/demo.yaml --pending    # only jobs still to run
+    python workflow/scripts/plan.py --configfile config/config.yaml --json     # machine-readable
+
+Job counts come from Snakemake's own dry run (`snakemake -n --quiet rules [--forceall]`), so they are exactly
+the jobs Snakemake would schedule. The resolved config is rebuilt the way the Snakefile builds it: the
+--configfile files merged in order, or config/config.yaml (--default-configfile) when none is given (a
+--configfile replaces the paper config, it does not extend it).
+
+GPU-hours per rule = jobs x (resources.<rule>.gpu_hours_per_job, else resources.default.gpu_hours_per_job);
+where neither is set but the rule has `gpu` > 0 and `runtime` (minutes) in the config, gpu x runtime / 60 per
+job is used instead (an upper bound: runtime is a time limit). Rules with neither count 0 GPU-hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def load_config(default_configfile: str | None, configfiles: list[str], workdir: Path) -> dict:
+    """The config as this project's Snakefile resolves it: the --configfile files merged in order (Snakemake's
+    update_config), or, only when none is given, the default config/config.yaml (`if not config: configfile:`)."""
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    files = list(configfiles) or ([default_configfile] if default_configfile else [])
+    for f in files:
+        p = Path(f) if Path(f).is_absolute() else workdir / f
+        if not p.exists() and f == default_configfile:
+            continue
+        update_config(config, yaml.safe_load(p.read_text()) or {})
+    return config
+
+
+def job_counts(snakemake_args: list[str], cwd: Path) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run: {rule: jobs} (without the 'total' row)."""
+    cmd = [sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules", "--nolock", *snakemake_args]
+    r = subprocess.run(cmd, cwd=cwd, text=True, capture_output=True)
+    out = r.stdout + r.stderr
+    if r.returncode != 0:
+        raise SystemExit(f"snakemake dry run failed (rc={r.returncode}): {' '.join(cmd)}\n{out[-4000:]}")
+    if "Nothing to be done" in out:
+        return {}
+    m = re.search(r"^Job stats:\n\s*job\s+count\n[-\s]+\n((?:\S+\s+\d+\n?)+)", out, flags=re.M)
+    if not m:
+        raise SystemExit(f"no 'Job stats' table in the dry run output:\n{out[-4000:]}")
+    counts = {}
+    for line in m.group(1).splitlines():
+        rule, n = line.split()
+        counts[rule] = int(n)
+    total = counts.pop("total", None)
+    if total is not None and total != sum(counts.values()):
+        raise SystemExit(f"job stats do not add up: {counts} vs total {total}")
+    return counts
+
+
+def gpu_hours_per_job(config: dict, rule: str) -> tuple[float, str]:
+    table = config.get("resources") or {}
+    own, default = table.get(rule) or {}, table.get("default") or {}
+    if "gpu_hours_per_job" in own:
+        return float(own["gpu_hours_per_job"]), f"resources.{rule}.gpu_hours_per_job"
+    if "gpu_hours_per_job" in default:
+        return float(default["gpu_hours_per_job"]), "resources.default.gpu_hours_per_job"
+    gpu = own.get("gpu", default.get("gpu", 0)) or 0
+    runtime = own.get("runtime", default.get("runtime"))
+    if gpu and runtime:
+        return gpu * runtime / 60.0, "gpu x runtime"
+    return 0.0, "-"
+
+
+def plan(counts: dict[str, int], config: dict) -> dict:
+    rows = []
+    for rule, n in counts.items():
+        per_job, source = gpu_hours_per_job(config, rule)
+        rows.append({"rule": rule, "jobs": n, "gpu_hours_per_job": per_job, "gpu_hours": n * per_job,
+                     "source": source})
+    return {"rules": rows, "total_jobs": sum(counts.values()),
+            "total_gpu_hours": sum(r["gpu_hours"] for r in rows)}
+
+
+def format_table(p: dict, title: str) -> str:
+    lines = [title, f"{'rule':<28}{'jobs':>8}{'GPU-h/job':>12}{'GPU-h':>12}  source"]
+    for r in p["rules"]:
+        lines.append(f"{r['rule']:<28}{r['jobs']:>8}{r['gpu_hours_per_job']:>12.3g}{r['gpu_hours']:>12.2f}"
+                     f"  {r['source']}")
+    lines.append(f"{'total':<28}{p['total_jobs']:>8}{'':>12}{p['total_gpu_hours']:>12.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configfile", action="append", default=[], help="config file(s), as for snakemake")
+    ap.add_argument("--default-configfile", default="config/config.yaml",
+                    help="config used when no --configfile is given (the Snakefile's default)")
+    ap.add_argument("--snakefile", default=None, help="Snakefile (default: Snakemake's lookup in --directory)")
+    ap.add_argument("--directory", default=".", help="working directory of the run")
+    ap.add_argument("--pending", action="store_true", help="count only jobs still to run (no --forceall)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("targets", nargs="*", help="targets (default: the default target)")
+    a = ap.parse_args(argv)
+
+    workdir = Path(a.directory).resolve()
+    args = []
+    if a.snakefile:
+        args += ["--snakefile", str(Path(a.snakefile).resolve())]
+    if a.configfile:
+        args += ["--configfile", *a.configfile]
+    if not a.pending:
+        args.append("--forceall")
+    args += list(a.targets)
+    counts = job_counts(args, workdir)
+    config = load_config(a.default_configfile or None, a.configfile, workdir)
+    p = plan(counts, config)
+    p["configfiles"] = a.configfile
+    p["pending_only"] = a.pending
+    if a.json:
+        print(json.dumps(p, indent=1))
+    else:
+        what = "jobs still to run" if a.pending else "all jobs of the DAG"
+        print(format_table(p, f"Plan for {', '.join(a.configfile) or a.default_configfile} ({what}):"))
+
+
+if __name__ == "__main__":
+    main()
