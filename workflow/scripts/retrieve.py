@@ -1,0 +1,46 @@
+"""Snakemake adapter of the retrieve rule: k train demos per query of one split -> <split>.jsonl."""
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from iclpt.retrieval import limit_threads, retrieve_files
+
+
+def run(params: dict[str, Any], inputs: dict[str, str], outputs: dict[str, str], threads: int = 1) -> int:
+    """Validate (k vs train size, embeddings vs data) before any output; write the JSONL atomically."""
+    t0 = time.perf_counter()
+    settings = {}
+    if params.get("encoder_path") is not None:
+        settings = {"encoder": params.get("encoder"), "encoder_path": params["encoder_path"]}
+    with limit_threads(threads):
+        n = retrieve_files(
+            params["retriever"], inputs["queries"], inputs["train"], outputs["retrieval"],
+            k=int(params["k"]), split=params["split"], query_emb_path=inputs.get("query_emb"),
+            train_emb_path=inputs.get("train_emb"), block_size=int(params.get("block_size", 4096)),
+            device=params.get("device", "cpu"), settings=settings, task=params.get("task", ""),
+            seed=params.get("seed"),
+        )
+    logging.info("%s %s/%s: %d queries, k=%s in %.1fs", params["retriever"], params.get("task"), params["split"],
+                 n, params["k"], time.perf_counter() - t0)
+    return n
+
+
+def _configure_logging(path: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+
+
+if "snakemake" in globals():
+    smk = globals()["snakemake"]
+    _configure_logging(smk.log[0] if smk.log else None)
+    try:
+        run(dict(smk.params.items()), dict(smk.input.items()), dict(smk.output.items()), smk.threads)
+    except Exception:
+        logging.exception("retrieve failed")
+        raise
