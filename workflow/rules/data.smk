@@ -50,6 +50,8 @@ rule download:
         DOWNLOAD_DIR + "/logs/{task}.log",
     localrule: True
     retries: 1
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/download.py"
 
@@ -72,5 +74,7 @@ rule prepare:
     log:
         RES + "/logs/prepare/{task}.log",
     localrule: True
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/prepare.py"

@@ -1,1 +1,39 @@
-# models stage: rules are added by the stage's owner.
+# models stage: tiny random models built offline for the demo and sample configs (docs/architecture.md).
+#   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, model.safetensors, tokenizer files)
+# Models with `path:` (hub id or folder) are loaded directly by train_prompt / predict; no rule runs for them.
+
+# defaults of the `build:` block (workflow/schemas/config.schema.yaml; nested defaults are not filled by validate)
+TINY_BUILD_DEFAULTS = {
+    "hidden_size": 64,
+    "num_layers": 2,
+    "num_heads": 2,
+    "vocab_size": 1000,
+    "max_positions": 1024,
+    "seed": 0,
+}
+
+
+def tiny_build(model):
+    return {**TINY_BUILD_DEFAULTS, **model_cfg(model)["build"]}
+
+
+rule build_tiny_model:
+    """Train a byte-level BPE tokenizer on the run's train text and save a seeded random GPT-2/OPT/BLOOM."""
+    input:
+        train=sorted(DATA.format(task=t, split="train") for t in TASKS),
+    output:
+        config=MODEL_DIR + "/config.json",
+        weights=MODEL_DIR + "/model.safetensors",
+        tokenizer=MODEL_DIR + "/tokenizer.json",
+    params:
+        build=lambda wc: tiny_build(wc.model),
+    log:
+        RES + "/logs/build_tiny_model/{model}.log",
+    threads: 1
+    resources:
+        mem_mb=mem_mb("build_tiny_model", 2000),
+        runtime=res("build_tiny_model", "runtime", 10),
+    conda:
+        "../../envs/iclpt.yaml"
+    script:
+        "../scripts/build_tiny_model.py"

@@ -88,6 +88,8 @@ rule report_runs:
     localrule: True
     log:
         REPORT_LOGS + "/runs.log",
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/report_runs.py"
 
@@ -105,6 +107,8 @@ rule report_main:
     localrule: True
     log:
         REPORT_LOGS + "/main.log",
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/report_main.py"
 
@@ -117,6 +121,8 @@ rule report_retrieval:
     localrule: True
     log:
         REPORT_LOGS + "/retrieval.log",
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/report_retrieval.py"
 
@@ -141,6 +147,8 @@ rule report_similarity:
     localrule: True
     log:
         REPORT_LOGS + "/similarity.log",
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/report_similarity.py"
 
@@ -161,6 +169,8 @@ rule report_stability:
     localrule: True
     log:
         REPORT_LOGS + "/stability.log",
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/report_stability.py"
 
@@ -177,6 +187,8 @@ rule report_transfer:
     localrule: True
     log:
         REPORT_LOGS + "/transfer.log",
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/report_transfer.py"
 
@@ -197,5 +209,7 @@ rule report_findings:
     localrule: True
     log:
         REPORT_LOGS + "/findings.log",
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/report_findings.py"

@@ -56,6 +56,8 @@ rule embed:
         mem_mb=mem_mb("embed", 4000),
         runtime=res("embed", "runtime", 60),
         gpu=res("embed", "gpu", 0),
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/embed.py"
 
@@ -83,6 +85,8 @@ rule retrieve:
         mem_mb=mem_mb("retrieve", 4000),
         runtime=res("retrieve", "runtime", 60),
         gpu=res("retrieve", "gpu", 0),
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/retrieve.py"
 
@@ -105,5 +109,7 @@ rule retrieval_summary:
         mem_mb=mem_mb("retrieval_summary", 2000),
         runtime=res("retrieval_summary", "runtime", 10),
     localrule: True
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/retrieval_summary.py"

@@ -45,5 +45,7 @@ rule score:
     resources:
         mem_mb=mem_mb("score", 2000),
         runtime=res("score", "runtime", 30),
+    conda:
+        "../../envs/iclpt.yaml"
     script:
         "../scripts/score.py"

@@ -1,0 +1,192 @@
+"""Loading a frozen causal LM (hub id or local folder) and the forward calls shared by training and decoding.
+
+One code path for every method: the caller builds ``inputs_embeds`` / ``attention_mask`` / ``position_ids`` with
+:func:`iclpt.soft_prompt.assemble_inputs` and calls :func:`lm_forward` (decoding, full logits) or
+:func:`target_logits` (training: the LM head runs only on the positions that predict a target token).
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from iclpt.soft_prompt import freeze
+
+# families whose logits are exactly lm_head(base_model(...).last_hidden_state) (no scaling / soft-capping), so the
+# training loss may apply the head to the target positions only
+_PLAIN_HEAD = {"gpt2", "opt", "bloom", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "gpt_neo",
+               "phi", "phi3", "falcon", "stablelm", "olmo", "olmo2", "smollm3"}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    return torch.device(device)
+
+
+def cpu_has_bf16() -> bool:
+    """CPU with native bf16 matmul (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` (autocast). ``auto``: bf16 on CUDA with bf16 support and on bf16-capable CPUs."""
+    if precision in ("fp32", "bf16"):
+        return precision
+    if precision != "auto":
+        raise ValueError(f"unknown precision {precision!r}")
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast context (weights and the soft prompt stay float32), or a no-op for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:  # pragma: no cover
+        pass
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def load_model(path: str, device: str | torch.device = "cpu", precision: str = "fp32"):
+    """(model, tokenizer) from a hub id or folder; the model is frozen, in eval mode, on ``device``.
+
+    The tokenizer gets a pad token (EOS) when it has none; padding is always done by this package (left).
+    ``precision="bf16"`` pre-casts the matmul weights (:func:`precast_for_autocast`): the model must then be
+    called under :func:`autocast`, and computes exactly what bf16 autocast computes with float32 weights.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.to(torch.device(device) if isinstance(device, str) else device)
+    freeze(model)
+    if precision == "bf16":
+        precast_for_autocast(model)
+    return model, tokenizer
+
+
+def precast_for_autocast(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """Store the weights of the matmul layers (``nn.Linear``, GPT-2's ``Conv1D``) in ``dtype`` once.
+
+    Autocast casts float32 weights to bf16 at *every* call unless they require grad (its cache only keeps leaf
+    tensors that require grad), and a frozen base requires none: that re-cast reads and writes the whole model
+    on every forward, which dominates decoding (a few tokens per step). Rounding once gives the same bf16 values,
+    so results are unchanged. Embeddings and norms stay float32 (autocast leaves them alone); an LM head tied to
+    the input embeddings is untied into a bf16 copy, the input embeddings stay float32.
+    """
+    try:
+        from transformers.pytorch_utils import Conv1D
+        kinds: tuple[type, ...] = (nn.Linear, Conv1D)
+    except ImportError:  # pragma: no cover
+        kinds = (nn.Linear,)
+    emb = model.get_input_embeddings().weight
+    for mod in model.modules():
+        if not isinstance(mod, kinds):
+            continue
+        for name, p in list(mod.named_parameters(recurse=False)):
+            if p.dtype == dtype:
+                continue
+            # a parameter shared with the input embeddings (tied head) gets its own copy
+            new = nn.Parameter(p.detach().to(dtype), requires_grad=False)
+            setattr(mod, name, new)
+    if emb.dtype != torch.float32:  # pragma: no cover - defensive
+        raise RuntimeError("input embeddings must stay float32")
+    return model
+
+
+def _accepts(module: nn.Module, name: str) -> bool:
+    cache = module.__dict__.setdefault("_iclpt_sig", {})
+    if name not in cache:
+        cache[name] = name in inspect.signature(module.forward).parameters
+    return cache[name]
+
+
+def lm_forward(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+               position_ids: torch.Tensor, cache: Any = None, use_cache: bool = False,
+               last_only: bool = False):
+    """Full causal-LM forward through ``inputs_embeds``; returns the model output (``.logits``, ``.cache``).
+
+    ``position_ids`` is passed to families that take it (GPT-2 would otherwise count positions from the left
+    edge, padding included); ALiBi families (BLOOM) derive positions from the attention mask themselves.
+    """
+    kw: dict[str, Any] = dict(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=use_cache)
+    if _accepts(model, "position_ids"):
+        kw["position_ids"] = position_ids
+    if cache is not None:
+        kw["cache" if _accepts(model, "cache") else "past_key_values"] = cache
+    if last_only and _accepts(model, "logits_to_keep"):
+        kw["logits_to_keep"] = 1
+    return model(**kw)
+
+
+def output_cache(out: Any) -> Any:
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values", None)
+
+
+def target_logits(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                  position_ids: torch.Tensor, predict_mask: torch.Tensor) -> torch.Tensor:
+    """Logits ``[N, V]`` at the positions where ``predict_mask`` ``[B, S]`` is true (row-major order).
+
+    For plain-head families the head runs on those positions only (the LM head is a large share of the
+    FLOPs: ~30% of GPT-2 small); other families take the full forward and are sliced.
+    """
+    mt = getattr(model.config, "model_type", "")
+    head = model.get_output_embeddings()
+    if mt in _PLAIN_HEAD and head is not None:
+        base = model.base_model
+        kw: dict[str, Any] = dict(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
+        if _accepts(base, "position_ids"):
+            kw["position_ids"] = position_ids
+        hidden = base(**kw).last_hidden_state
+        return head(hidden[predict_mask])
+    out = lm_forward(model, inputs_embeds, attention_mask, position_ids)
+    return out.logits[predict_mask]
+
+
+def model_info(model: nn.Module) -> dict[str, Any]:
+    cfg = model.config
+    return {
+        "model_type": getattr(cfg, "model_type", None),
+        "hidden_size": int(model.get_input_embeddings().weight.shape[1]),
+        "vocab_size": int(model.get_input_embeddings().weight.shape[0]),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "max_positions": max_positions(model),
+    }
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The model's context length (None for ALiBi models without a fixed limit)."""
+    cfg = model.config
+    for name in ("n_positions", "max_position_embeddings", "seq_length"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None

@@ -1,0 +1,215 @@
+"""The soft prompt: ``n_virtual_tokens x hidden`` trainable vectors fed to a frozen causal LM through ``inputs_embeds``.
+
+Layout of one batch (see :func:`assemble_inputs`): every row is ``[pad ... pad][P_1 .. P_n][t_1 .. t_m]``; the
+prompt sits right before the row's first real token, so left padding never separates prompt and text, and the
+position ids count from the first prompt vector (prompt at positions ``0..n-1``, text at ``n..``), exactly as a
+single unpadded row ``[P][text]`` would see them. Rows without a prompt (ICL, ``n = 0``) go through the same path.
+
+Files: ``prompt.safetensors`` holds one tensor ``"prompt"`` (float32, ``[n, hidden]``) plus string metadata;
+:func:`export_peft` writes the same values as a PEFT prompt-tuning adapter (``adapter_config.json`` +
+``adapter_model.safetensors`` with ``prompt_embeddings``) that ``peft.PeftModel.from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+INITS = ("vocab", "random", "text", "file")
+PROMPT_KEY = "prompt"
+
+
+class SoftPrompt(nn.Module):
+    """``weight``: the prompt vectors ``[n_virtual_tokens, hidden]`` (float32 master copy)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        if weight.dim() != 2:
+            raise ValueError(f"soft prompt must be 2-D [n, hidden], got shape {tuple(weight.shape)}")
+        self.weight = nn.Parameter(weight.detach().clone().float())
+
+    @property
+    def n_virtual_tokens(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.weight.shape[1])
+
+    def forward(self) -> torch.Tensor:  # pragma: no cover - trivial
+        return self.weight
+
+
+# ---- initialisation ------------------------------------------------------------------------------
+def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", seed: int = 0,
+                init_vocab_size: int = 5000, init_text: str | None = None, init_file: str | None = None,
+                tokenizer: Any = None) -> torch.Tensor:
+    """Initial prompt values ``[n, hidden]`` (float32, CPU).
+
+    - ``vocab``: embeddings of ``n`` token ids drawn (seeded, without replacement while possible) from the
+      ``init_vocab_size`` lowest ids (the most frequent entries of BPE vocabularies), Lester et al. (2021).
+    - ``random``: uniform in ``[-0.5, 0.5]`` (Lester et al.'s random-uniform baseline), seeded.
+    - ``text``: the token embeddings of ``init_text``, repeated to fill ``n`` (PEFT's TEXT init), then cut.
+    - ``file``: a saved prompt (``prompt.safetensors``); its length must be ``n``.
+    """
+    n = int(n_virtual_tokens)
+    if n < 1:
+        raise ValueError("a soft prompt needs at least one virtual token")
+    emb = model.get_input_embeddings().weight.detach().float().cpu()
+    hidden = emb.shape[1]
+    gen = torch.Generator().manual_seed(int(seed))
+    if init == "vocab":
+        pool = max(1, min(int(init_vocab_size), emb.shape[0]))
+        if n <= pool:
+            ids = torch.randperm(pool, generator=gen)[:n]
+        else:
+            ids = torch.randint(pool, (n,), generator=gen)
+        return emb[ids].clone()
+    if init == "random":
+        return torch.rand(n, hidden, generator=gen) - 0.5
+    if init == "text":
+        if not init_text:
+            raise ValueError("prompt init 'text' needs init_text")
+        if tokenizer is None:
+            raise ValueError("prompt init 'text' needs the tokenizer")
+        ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError(f"init_text {init_text!r} has no tokens")
+        ids = (ids * (n // len(ids) + 1))[:n]
+        return emb[torch.tensor(ids)].clone()
+    if init == "file":
+        if not init_file:
+            raise ValueError("prompt init 'file' needs init_file")
+        weight, _ = load_prompt(init_file)
+        if weight.shape != (n, hidden):
+            raise ValueError(f"{init_file}: prompt shape {tuple(weight.shape)} does not match ({n}, {hidden})")
+        return weight.clone()
+    raise ValueError(f"unknown prompt init {init!r}; expected one of {', '.join(INITS)}")
+
+
+# ---- files ---------------------------------------------------------------------------------------
+def save_prompt(path: str | os.PathLike[str], weight: torch.Tensor, metadata: dict[str, Any] | None = None) -> None:
+    """Write ``{"prompt": weight}`` as safetensors (atomically); metadata values are stored as JSON strings."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {str(k): json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({PROMPT_KEY: weight.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_prompt(path: str | os.PathLike[str]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Read a prompt written by :func:`save_prompt`: (weight ``[n, hidden]`` float32, metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prompt file not found")
+    with safe_open(str(path), framework="pt") as fh:
+        keys = list(fh.keys())
+        key = PROMPT_KEY if PROMPT_KEY in keys else ("prompt_embeddings" if "prompt_embeddings" in keys else None)
+        if key is None:
+            raise ValueError(f"{path}: no 'prompt' tensor (keys: {keys})")
+        weight = fh.get_tensor(key).float()
+        raw = fh.metadata() or {}
+    meta: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (TypeError, ValueError):
+            meta[k] = v
+    return weight, meta
+
+
+def export_peft(out_dir: str | os.PathLike[str], weight: torch.Tensor, model_config: Any,
+                base_model_name_or_path: str | None = None) -> None:
+    """Write the prompt as a PEFT prompt-tuning adapter (``peft.PeftModel.from_pretrained`` loads it).
+
+    PEFT is not needed to write it: the two files follow PEFT's own ``save_pretrained`` output for
+    ``PromptTuningConfig(task_type="CAUSAL_LM")``. PEFT places the prompt before *all* tokens of a row, so the
+    adapter reproduces our logits for unpadded rows (and for right padding); see the module docstring.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n, hidden = (int(x) for x in weight.shape)
+    cfg = {
+        "auto_mapping": None,
+        "base_model_name_or_path": base_model_name_or_path,
+        "inference_mode": True,
+        "modules_to_save": None,
+        "num_attention_heads": _cfg_get(model_config, ("num_attention_heads", "n_head")),
+        "num_layers": _cfg_get(model_config, ("num_hidden_layers", "n_layer", "num_layers")),
+        "num_transformer_submodules": 1,
+        "num_virtual_tokens": n,
+        "peft_type": "PROMPT_TUNING",
+        "prompt_tuning_init": "RANDOM",
+        "prompt_tuning_init_text": None,
+        "revision": None,
+        "task_type": "CAUSAL_LM",
+        "token_dim": hidden,
+        "tokenizer_kwargs": None,
+        "tokenizer_name_or_path": None,
+    }
+    tmp = out_dir / ".adapter_model.safetensors.tmp"
+    save_file({"prompt_embeddings": weight.detach().float().cpu().contiguous()}, str(tmp),
+              metadata={"format": "pt"})
+    os.replace(tmp, out_dir / "adapter_model.safetensors")
+    from iclpt.io import write_json_atomic
+
+    write_json_atomic(out_dir / "adapter_config.json", cfg)
+
+
+def _cfg_get(config: Any, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        v = getattr(config, name, None)
+        if v is not None:
+            return int(v)
+    return None
+
+
+# ---- batch assembly ------------------------------------------------------------------------------
+def assemble_inputs(model: nn.Module, prompt: torch.Tensor | None, input_ids: torch.Tensor,
+                    token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embeddings, attention mask and position ids of ``[pad][P][tokens]`` rows.
+
+    ``input_ids``/``token_mask``: ``[B, T]``, **left padded** (mask 1 on real tokens). ``prompt``: ``[n, H]``
+    or None. Returns ``inputs_embeds [B, n+T, H]``, ``attention_mask [B, n+T]`` (long), ``position_ids
+    [B, n+T]`` (0 on padding). The prompt of each row starts at that row's padding length, implemented as one
+    gather so the gradient reaches the prompt without Python loops.
+    """
+    tok_emb = model.get_input_embeddings()(input_ids)
+    B, T = input_ids.shape
+    n = 0 if prompt is None else int(prompt.shape[0])
+    mask = token_mask.to(torch.long)
+    if n == 0:
+        attn = mask
+        src = tok_emb
+    else:
+        P = prompt.to(device=tok_emb.device, dtype=tok_emb.dtype)
+        pad = (T - mask.sum(dim=1)).unsqueeze(1)  # [B, 1] left padding of each row
+        j = torch.arange(n + T, device=input_ids.device).unsqueeze(0)  # [1, n+T]
+        # source index into cat([P, tok_emb]) (length n+T): pad slots take a pad embedding (index n, valid when
+        # the row has padding), prompt slots take P[j - pad], text slots take tok_emb[j - n] = source[j]
+        idx = torch.where(j < pad, torch.full_like(j, n), torch.where(j < pad + n, j - pad, j))
+        src_full = torch.cat([P.unsqueeze(0).expand(B, n, P.shape[1]), tok_emb], dim=1)
+        src = torch.gather(src_full, 1, idx.unsqueeze(-1).expand(B, n + T, tok_emb.shape[-1]))
+        attn = (j >= pad).to(torch.long)
+    pos = (attn.cumsum(dim=1) - 1).clamp(min=0) * attn
+    return src, attn, pos
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Freeze every base parameter and switch to eval mode (no dropout)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    return model

@@ -1,0 +1,36 @@
+"""Thin adapter: train one soft prompt (iclpt.training.train_job) into the rule's output folder."""
+
+import logging
+import os
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+logging.basicConfig(filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("train_prompt")
+try:
+    import torch
+
+    from iclpt.training import train_job
+
+    torch.set_num_threads(max(1, int(sm.threads)))
+    job = dict(sm.params.job)
+    job["train"] = dict(job["train"])
+    job["prompt"] = dict(job["prompt"])
+    out_dir = os.path.dirname(sm.output.prompt)
+    meta = train_job(
+        model_path=sm.params.model_path,
+        train_path=sm.input.train,
+        dev_path=sm.input.dev,
+        train_retrieval=sm.input.get("train_retrieval"),
+        dev_retrieval=sm.input.get("dev_retrieval"),
+        out_dir=out_dir,
+        params=job,
+        checkpoint_root=sm.params.checkpoint_root,
+        log=log.info,
+    )
+    missing = [p for p in sm.output if not os.path.exists(p)]
+    if missing:
+        raise RuntimeError(f"train_job did not write {missing}")
+    log.info("done: %d steps, best dev loss %.4f at step %d", meta["steps"], meta["best_dev_loss"], meta["best_step"])
+except Exception:
+    log.exception("train_prompt failed")
+    raise
