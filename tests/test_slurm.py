@@ -192,7 +192,7 @@ def test_slurm_profile_dry_run_demo(tmp_path):
     if missing:
         pytest.skip(f"pipeline rules not written yet: {sorted(missing)}")
     env = env_without_slurm(tmp_path)
-    rc, out, dt = run_snakemake(["--profile", "profiles/slurm", "-n", "--configfile", "config/demo.yaml",
+    rc, out, dt = run_snakemake(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/demo.yaml",
                                  "--quiet", "rules"], cwd=ROOT, env=env)
     assert rc == 0, out[-5000:]
     assert re.search(r"^total\s+\d+$", out, flags=re.M), out[-3000:]

@@ -51,7 +51,7 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1800, check: bool = True
     return proc
 
 
-_STATS = re.compile(r"^Job stats:\s*\n(?:.*\n)*?-+\s+-+\s*\n((?:\S+\s+\d+\s*\n)+)", re.M)
+_STATS = re.compile(r"^Job stats:[ \t]*\n(?:.*\n)*?-+[ \t]+-+[ \t]*\n((?:\S+[ \t]+\d+[ \t]*\n)+)", re.M)
 
 
 def job_stats(output: str) -> Counter:
