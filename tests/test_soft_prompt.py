@@ -113,3 +113,27 @@ def test_peft_export_loads_and_gives_the_same_logits(tmp_path, arch):
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
     w, _ = load_prompt(tmp_path / "peft" / "adapter_model.safetensors")
     assert torch.equal(w, prompt)
+
+
+def test_prompt_file_is_byte_stable_and_readable(tmp_path):
+    """The same prompt and metadata give the same bytes in separate processes; safe_open reads them back."""
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    code = (
+        "import torch, sys; from iclpt.soft_prompt import save_prompt; "
+        "torch.manual_seed(0); w = torch.randn(3, 8); "
+        "save_prompt(sys.argv[1], w, {f'k{i}': i for i in range(20)})"
+    )
+    paths = [tmp_path / f"p{i}.safetensors" for i in range(3)]
+    for p in paths:
+        subprocess.run([sys.executable, "-c", code, str(p)], check=True, env={**__import__("os").environ, "PYTHONHASHSEED": "random"})
+    assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+    with safe_open(str(paths[0]), framework="pt") as fh:
+        import torch
+
+        torch.manual_seed(0)
+        assert torch.equal(fh.get_tensor("prompt"), torch.randn(3, 8))
+        assert fh.metadata()["k7"] == "7"

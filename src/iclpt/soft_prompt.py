@@ -95,14 +95,32 @@ def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", se
 # ---- files ---------------------------------------------------------------------------------------
 def save_prompt(path: str | os.PathLike[str], weight: torch.Tensor, metadata: dict[str, Any] | None = None) -> None:
     """Write ``{"prompt": weight}`` as safetensors (atomically); metadata values are stored as JSON strings."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {str(k): json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file({PROMPT_KEY: weight.detach().float().cpu().contiguous()}, str(tmp), metadata=meta)
+    tmp.write_bytes(safetensors_bytes({PROMPT_KEY: weight}, meta))
     os.replace(tmp, path)
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise float32 tensors in the safetensors format with a key-sorted header.
+
+    ``safetensors.torch.save_file`` writes the metadata in hash-map order, which changes from process to process;
+    this writer makes the same prompt the same bytes (reproducible outputs), and ``safe_open`` reads it as usual.
+    """
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        data = tensors[name].detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + b"".join(blobs)
 
 
 def load_prompt(path: str | os.PathLike[str]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -136,8 +154,6 @@ def export_peft(out_dir: str | os.PathLike[str], weight: torch.Tensor, model_con
     ``PromptTuningConfig(task_type="CAUSAL_LM")``. PEFT places the prompt before *all* tokens of a row, so the
     adapter reproduces our logits for unpadded rows (and for right padding); see the module docstring.
     """
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n, hidden = (int(x) for x in weight.shape)
@@ -160,8 +176,7 @@ def export_peft(out_dir: str | os.PathLike[str], weight: torch.Tensor, model_con
         "tokenizer_name_or_path": None,
     }
     tmp = out_dir / ".adapter_model.safetensors.tmp"
-    save_file({"prompt_embeddings": weight.detach().float().cpu().contiguous()}, str(tmp),
-              metadata={"format": "pt"})
+    tmp.write_bytes(safetensors_bytes({"prompt_embeddings": weight}, {"format": "pt"}))
     os.replace(tmp, out_dir / "adapter_model.safetensors")
     from iclpt.io import write_json_atomic
 
