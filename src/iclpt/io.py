@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -109,6 +110,24 @@ def write_json_atomic(path: PathLike, obj: Any) -> None:
 def write_text_atomic(path: PathLike, text: str) -> None:
     with atomic_open(path) as fh:
         fh.write(text)
+
+
+@contextmanager
+def logged(log_path: PathLike | None, name: str) -> Iterator[logging.Logger]:
+    """Log INFO and above to a rule's log file (truncated) and to stderr; inside the block, an exception is
+    logged with its traceback and re-raised (the job fails, its log says why)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    log = logging.getLogger(name)
+    try:
+        yield log
+    except BaseException:
+        log.exception("%s failed", name)
+        raise
 
 
 def package_versions(packages: Iterable[str] = _PROVENANCE_PACKAGES) -> dict[str, str]:

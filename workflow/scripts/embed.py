@@ -2,9 +2,9 @@
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
+from iclpt.io import logged
 from iclpt.retrieval import embed_file, limit_threads
 
 
@@ -18,20 +18,7 @@ def run(params: dict[str, Any], inputs: dict[str, str], outputs: dict[str, str],
                  params["encoder_path"], tuple(emb.shape), time.perf_counter() - t0)
 
 
-def _configure_logging(path: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w", encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
-
-
 if "snakemake" in globals():
     smk = globals()["snakemake"]
-    _configure_logging(smk.log[0] if smk.log else None)
-    try:
+    with logged(smk.log[0] if smk.log else None, "embed"):
         run(dict(smk.params.items()), dict(smk.input.items()), dict(smk.output.items()), smk.threads)
-    except Exception:
-        logging.exception("embed failed")
-        raise

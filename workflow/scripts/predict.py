@@ -1,11 +1,9 @@
 """Thin adapter: decode the test split (iclpt.generation.predict_job) into predictions.jsonl."""
 
-import logging
+from iclpt.io import logged
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-logging.basicConfig(filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("predict")
-try:
+with logged(sm.log[0] if sm.log else None, "predict") as log:
     import torch
 
     from iclpt.generation import predict_job
@@ -22,6 +20,3 @@ try:
         log=log.info,
     )
     log.info("wrote %d predictions to %s", n, sm.output.predictions)
-except Exception:
-    log.exception("predict failed")
-    raise

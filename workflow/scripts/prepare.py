@@ -1,12 +1,11 @@
 """Snakemake adapter of the prepare rule: iclpt.data.prepare_task -> three split files + prepare.json."""
 
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from iclpt.data import prepare_task, summarize
-from iclpt.io import provenance, write_json_atomic, write_jsonl_atomic
+from iclpt.io import logged, provenance, write_json_atomic, write_jsonl_atomic
 
 
 def run(params: dict[str, Any], outputs: dict[str, str], log_path: str | None = None) -> dict[str, Any]:
@@ -22,21 +21,8 @@ def run(params: dict[str, Any], outputs: dict[str, str], log_path: str | None = 
     return summary
 
 
-def _configure_logging(path: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w", encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
-
-
 if "snakemake" in globals():
     smk = globals()["snakemake"]
-    _configure_logging(smk.log[0] if smk.log else None)
-    try:
+    with logged(smk.log[0] if smk.log else None, "prepare"):
         run({k: smk.params[k] for k in ("task", "files", "max_examples", "data_seed", "source")},
             {k: smk.output[k] for k in ("train", "dev", "test", "summary")})
-    except Exception:
-        logging.getLogger("prepare").exception("prepare %s failed", smk.params["task"])
-        raise

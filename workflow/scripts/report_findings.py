@@ -1,15 +1,9 @@
 """Thin adapter: findings.md from the experiment tables."""
 
-import sys
-from pathlib import Path
-
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_common import setup_log  # noqa: E402
-
-from iclpt.io import write_text_atomic  # noqa: E402
-from iclpt.reporting import (  # noqa: E402
+from iclpt.io import logged, write_text_atomic
+from iclpt.reporting import (
     finding1,
     finding2,
     finding3,
@@ -20,14 +14,13 @@ from iclpt.reporting import (  # noqa: E402
 )
 
 sm = snakemake  # noqa: F821
-log = setup_log(sm, "report_findings")
 
 
 def _csv(name):
     return pd.read_csv(sm.input[name]) if name in sm.input.keys() else None
 
 
-try:
+with logged(sm.log[0] if sm.log else None, "report_findings") as log:
     exp = dict(sm.params.experiments)
     thr, mc = float(sm.params.threshold), int(sm.params.min_cells)
     runs = read_runs_csv(sm.input.runs)
@@ -43,6 +36,3 @@ try:
     f3 = finding3(_csv("transfer"), primary, mc, thr, transfer_run=bool(exp["transfer"]))
     write_text_atomic(sm.output.md, render_findings(str(sm.params.run), f1, f2, f3, mc, thr))
     log.info("findings: %s / %s / %s", f1["status"], f2["status"], f3["status"])
-except Exception:
-    log.exception("report_findings failed")
-    raise

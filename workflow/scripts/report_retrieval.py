@@ -1,19 +1,10 @@
 """Thin adapter: retrieval summary.json files -> tables/retrieval.csv."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_common import setup_log  # noqa: E402
-
-from iclpt.reporting import retrieval_summary_table, write_csv  # noqa: E402
+from iclpt.io import logged
+from iclpt.reporting import retrieval_summary_table, write_csv
 
 sm = snakemake  # noqa: F821
-log = setup_log(sm, "report_retrieval")
-try:
+with logged(sm.log[0] if sm.log else None, "report_retrieval") as log:
     table = retrieval_summary_table(list(sm.input.summaries))
     write_csv(table, sm.output.csv)
     log.info("%d summaries", len(table))
-except Exception:
-    log.exception("report_retrieval failed")
-    raise

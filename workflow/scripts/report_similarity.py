@@ -1,14 +1,11 @@
 """Thin adapter: E2 retrieved vs random demos + IPT - PT gain by similarity bucket (tables + figure)."""
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_common import setup_log  # noqa: E402
-
-from iclpt.reporting import (  # noqa: E402
+from iclpt.io import logged
+from iclpt.reporting import (
     fig_similarity,
     gain_by_bucket,
     load_per_example,
@@ -20,8 +17,7 @@ from iclpt.reporting import (  # noqa: E402
 )
 
 sm = snakemake  # noqa: F821
-log = setup_log(sm, "report_similarity")
-try:
+with logged(sm.log[0] if sm.log else None, "report_similarity") as log:
     main_len = int(sm.params.main_len)
     runs = read_runs_csv(sm.input.runs)
     primary = primary_metrics(runs)
@@ -41,6 +37,3 @@ try:
     fig = fig_similarity(sim.dropna(subset=["task"]), buckets, primary, note=note)
     save_figure(fig, [sm.output.png, sm.output.pdf])
     log.info("similarity rows %d, bucket rows %d", len(sim), len(buckets))
-except Exception:
-    log.exception("report_similarity failed")
-    raise

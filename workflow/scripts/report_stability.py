@@ -1,12 +1,7 @@
 """Thin adapter: E3 spread over seeds and prompt lengths (table + two figures)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_common import setup_log  # noqa: E402
-
-from iclpt.reporting import (  # noqa: E402
+from iclpt.io import logged
+from iclpt.reporting import (
     fig_stability_length,
     fig_stability_seeds,
     primary_metrics,
@@ -17,8 +12,7 @@ from iclpt.reporting import (  # noqa: E402
 )
 
 sm = snakemake  # noqa: F821
-log = setup_log(sm, "report_stability")
-try:
+with logged(sm.log[0] if sm.log else None, "report_stability") as log:
     main_len = int(sm.params.main_len)
     runs = read_runs_csv(sm.input.runs)
     primary = primary_metrics(runs)
@@ -27,6 +21,3 @@ try:
     save_figure(fig_stability_seeds(runs, main_len, primary), [sm.output.seeds_png, sm.output.seeds_pdf])
     save_figure(fig_stability_length(stab, primary), [sm.output.length_png, sm.output.length_pdf])
     log.info("stability rows %d", len(stab))
-except Exception:
-    log.exception("report_stability failed")
-    raise

@@ -2,9 +2,9 @@
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
+from iclpt.io import logged
 from iclpt.retrieval import limit_threads, retrieve_files
 
 
@@ -27,20 +27,7 @@ def run(params: dict[str, Any], inputs: dict[str, str], outputs: dict[str, str],
     return n
 
 
-def _configure_logging(path: str | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w", encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
-
-
 if "snakemake" in globals():
     smk = globals()["snakemake"]
-    _configure_logging(smk.log[0] if smk.log else None)
-    try:
+    with logged(smk.log[0] if smk.log else None, "retrieve"):
         run(dict(smk.params.items()), dict(smk.input.items()), dict(smk.output.items()), smk.threads)
-    except Exception:
-        logging.exception("retrieve failed")
-        raise

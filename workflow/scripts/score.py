@@ -1,21 +1,16 @@
 """Thin adapter: score one predictions.jsonl -> metrics.json + scores.jsonl."""
 
-import logging
-
-from iclpt.io import provenance, write_json_atomic, write_jsonl_atomic
+from iclpt.io import logged, provenance, write_json_atomic, write_jsonl_atomic
 from iclpt.metrics import load_predictions, score_predictions
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-logging.basicConfig(filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("score")
-
-params = {
-    "metrics": list(sm.params.metrics),
-    "database_dir": sm.params.database_dir,
-    "exec_timeout_s": float(sm.params.exec_timeout_s),
-    "run": dict(sm.params.run),
-}
-try:
+with logged(sm.log[0] if sm.log else None, "score") as log:
+    params = {
+        "metrics": list(sm.params.metrics),
+        "database_dir": sm.params.database_dir,
+        "exec_timeout_s": float(sm.params.exec_timeout_s),
+        "run": dict(sm.params.run),
+    }
     rows = load_predictions(sm.input.predictions)
     body, scores = score_predictions(
         rows,
@@ -34,6 +29,3 @@ try:
     write_json_atomic(sm.output.metrics, body)
     log.info("%s: %s (evaluated %s, skipped %s)", sm.input.predictions, body["metrics"], body["n_evaluated"],
              body["n_skipped"])
-except Exception:
-    log.exception("scoring failed")
-    raise

@@ -1,12 +1,11 @@
 """Thin adapter: train one soft prompt (iclpt.training.train_job) into the rule's output folder."""
 
-import logging
 import os
 
+from iclpt.io import logged
+
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-logging.basicConfig(filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("train_prompt")
-try:
+with logged(sm.log[0] if sm.log else None, "train_prompt") as log:
     import torch
 
     from iclpt.training import train_job
@@ -31,6 +30,3 @@ try:
     if missing:
         raise RuntimeError(f"train_job did not write {missing}")
     log.info("done: %d steps, best dev loss %.4f at step %d", meta["steps"], meta["best_dev_loss"], meta["best_step"])
-except Exception:
-    log.exception("train_prompt failed")
-    raise
