@@ -94,6 +94,16 @@ def expect(cond: bool, where: str, what: str) -> None:
         raise DataError(f"{where}: {what}")
 
 
+def require_fields(row: Any, fields: tuple[str, ...], where: str) -> dict[str, Any]:
+    """`row` must be a JSON object holding `fields`; else DataError naming `where` and what is missing."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected an object")
+    missing = [k for k in fields if k not in row]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+    return row
+
+
 def require_file(path: Path, what: str = "file") -> Path:
     path = Path(path)
     if not path.is_file():

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line, require_file
+from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line, require_fields, require_file
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,7 @@ class Logic2Text(Task):
         records = []
         for n, row in enumerate(data):
             where = f"{path}: record {n}"
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected an object")
-            missing = [k for k in ("topic", "logic_str", "sent") if k not in row]
-            if missing:
-                raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+            require_fields(row, ("topic", "logic_str", "sent"), where)
             meta = {"action": row.get("action"), "table_id": Path(row["url"]).name if row.get("url") else None}
             rid = make_id("logic2text", split, n)
             records.append(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line
+from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line, require_fields
 
 
 def normalize_sql(sql: str) -> str:
@@ -97,11 +97,7 @@ class Spider(Task):
         records = []
         for n, row in enumerate(rows):
             where = f"{path}: row {n}"
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected an object")
-            missing = [k for k in ("db_id", "query", "question") if k not in row]
-            if missing:
-                raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
+            require_fields(row, ("db_id", "query", "question"), where)
             db_id = row["db_id"]
             if db_id not in schemas:
                 raise DataError(f"{where}: db_id {db_id!r} is not in {tables_file}")
