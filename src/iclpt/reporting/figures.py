@@ -48,6 +48,20 @@ def _primary_only(df: pd.DataFrame, primary: dict[str, str], task_col: str = "ta
 
 
 # ---- E2 -----------------------------------------------------------------------------------------------------------
+def _panel_row(n: int, figsize: tuple[float, float], *, empty: bool, title: str, xlabel: str, ylabel: str,
+               message: str) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A row of n panels; with nothing to plot, the first panel is labelled and says why it is empty."""
+    fig, axes = plt.subplots(1, n, figsize=figsize, squeeze=False)
+    axes = list(axes[0])
+    if empty:
+        ax = axes[0]
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        _no_data(ax, message)
+    return fig, axes
+
+
 def fig_similarity(sim: pd.DataFrame, buckets: pd.DataFrame, primary: dict[str, str],
                    note: str = "") -> plt.Figure:
     """Left: retrieved vs random demos for ICL and IPT (mean ± std). Right: IPT - PT gain per similarity bucket."""
@@ -132,14 +146,9 @@ def fig_stability_length(stab: pd.DataFrame, primary: dict[str, str]) -> plt.Fig
     s = _primary_only(stab, primary)
     tasks = sorted(s["task"].unique()) if not s.empty else []
     n = max(1, len(tasks))
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
-    axes = axes[0]
-    if not tasks:
-        ax = axes[0]
-        ax.set_title("E3: score vs soft-prompt length")
-        ax.set_xlabel("soft-prompt length (virtual tokens)")
-        ax.set_ylabel("score (0–100), mean ± std over seeds")
-        _no_data(ax, "no PT/IPT runs")
+    fig, axes = _panel_row(n, (4.2 * n, 3.8), empty=not tasks, title="E3: score vs soft-prompt length",
+                           xlabel="soft-prompt length (virtual tokens)",
+                           ylabel="score (0–100), mean ± std over seeds", message="no PT/IPT runs")
     styles = ["-", "--", ":", "-."]
     for ax, task in zip(axes, tasks):
         sub = s[s["task"] == task]
@@ -173,15 +182,9 @@ def fig_transfer(transfer: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
     t = _primary_only(transfer, primary, task_col="target")
     models = sorted(t["model"].unique()) if not t.empty else []
     n = max(1, len(models))
-    fig, axes = plt.subplots(1, n, figsize=(1.4 * max(3, t["target"].nunique() if not t.empty else 3) + 2.5, 4.8),
-                             squeeze=False)
-    axes = axes[0]
-    if not models:
-        ax = axes[0]
-        ax.set_title("E4: prompt transfer (source → target)")
-        ax.set_xlabel("target task")
-        ax.set_ylabel("source of the soft prompt")
-        _no_data(ax, "no transfer runs")
+    width = 1.4 * max(3, t["target"].nunique() if not t.empty else 3) + 2.5
+    fig, axes = _panel_row(n, (width, 4.8), empty=not models, title="E4: prompt transfer (source → target)",
+                           xlabel="target task", ylabel="source of the soft prompt", message="no transfer runs")
     for ax, model in zip(axes, models):
         sub = t[t["model"] == model]
         targets = sorted(sub["target"].unique())
