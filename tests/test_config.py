@@ -32,7 +32,7 @@ def test_defaults_are_filled_in():
            "models": {"m": {"path": "gpt2"}}}
     validate(cfg, str(SCHEMA))
     assert cfg["seeds"] == [0, 1, 2, 3, 4]
-    assert cfg["methods"] == ["icl", "pt", "ipt"]
+    assert cfg["methods"] == ["zeroshot", "icl", "pt", "ipt"]
     assert cfg["train"]["optimizer"] == "adamw" and cfg["train"]["lr"] == 0.01
     assert cfg["prompt"]["length"] == 25 and cfg["prompt"]["lengths"] == [1, 5, 10, 25, 50, 100]
     assert cfg["retrieval"]["k"] == 8 and cfg["demos"]["n_demos"] == 1
@@ -42,7 +42,7 @@ def test_defaults_are_filled_in():
 def test_paper_config_matches_protocol():
     cfg = load("config.yaml")
     validate(cfg, str(SCHEMA))
-    assert sorted(cfg["methods"]) == ["icl", "ipt", "pt"]
+    assert sorted(cfg["methods"]) == ["icl", "ipt", "pt", "zeroshot"]
     assert len(cfg["seeds"]) == 5
     assert cfg["prompt"]["length"] == 25
     assert cfg["prompt"]["lengths"] == [1, 5, 10, 25, 50, 100]
@@ -112,6 +112,7 @@ def test_bad_config_is_rejected_naming_the_key(key, value, expected):
 def test_snakemake_stops_at_parse_time(tmp_path, key, value, expected):
     """The real Snakefile refuses the config before building any job (non-zero exit, message names the key)."""
     cfg = load("demo.yaml")
+    cfg["run"] = f"bad-config-{tmp_path.name}"
     _set(cfg, key, value)
     cfg_file = tmp_path / "bad.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
@@ -123,5 +124,5 @@ def test_snakemake_stops_at_parse_time(tmp_path, key, value, expected):
     assert proc.returncode != 0
     assert "Error validating config file" in out
     assert expected in out, out[-3000:]
-    assert not (ROOT / "results" / cfg["run"] / "data").exists() or True  # parse-time: nothing scheduled
+    assert not (ROOT / "results" / cfg["run"]).exists()  # parse-time: nothing scheduled, nothing written
     assert "Job stats" not in out

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from iclpt.data import prepare_task
-from iclpt.download import DownloadError, DownloadSpec, RemoteFile, download_spec, download_task, resolve_url, SPECS
+from iclpt.download import DownloadError, DownloadSpec, RemoteFile, download_spec, download_task, get_spec, resolve_url
+from iclpt.tasks import TASKS
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -53,7 +54,8 @@ def _leftovers(d: Path) -> list[str]:
 
 
 def test_specs_cover_every_task():
-    assert set(SPECS) == {"totto", "dart", "logic2text", "spider", "mtop"}
+    SPECS = {name: get_spec(name) for name in TASKS}
+    assert all(spec is task.download for spec, task in zip(SPECS.values(), TASKS.values()))
     for spec in SPECS.values():
         assert all(f.url.startswith("https://") for f in spec.files)
     f = SPECS["spider"].files[0]

@@ -111,6 +111,45 @@ def test_predict_job_writes_the_contract_fields(tmp_path):
     assert r["demo_ids"] == [] and r["input_text"] == "Triples: dog 1 runs\nText:"
 
 
+def test_predict_job_zeroshot_is_the_bare_query(tmp_path):
+    """No prompt, n_demos 0: the frozen model on the rendered query alone (the method name is only a label)."""
+    from iclpt.prompting import Template
+
+    test = [{"id": f"x{i}", "split": "test", "input": f"dog {i} runs", "target": "y", "references": ["y"],
+             "meta": {}} for i in range(3)]
+    _write(tmp_path / "test.jsonl", test)
+    params = {"task": "dart", "model": "tiny", "method": "zeroshot", "length": 0, "demos": "none", "seed": 0,
+              "n_demos": 0, "input_label": "Triples", "output_label": "Text", "max_new_tokens": 5,
+              "batch_size": 2, "max_length": 128, "max_examples": None, "device": "cpu", "precision": "fp32"}
+    out = tmp_path / "predictions.jsonl"
+    assert predict_job(model_path=tiny_model_dir("gpt2"), test_path=str(tmp_path / "test.jsonl"), out_path=out,
+                       params=params) == 3
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    tpl = Template("Triples", "Text")
+    for t, r in zip(test, rows):
+        assert r["method"] == "zeroshot" and r["demo_source"] == "none"
+        assert r["demo_ids"] == [] and r["demo_scores"] == [] and r["prompt_length"] == 0
+        assert r["input_text"] == tpl.query(t["input"]) == f"Triples: {t['input']}\nText:"
+        assert "\n" not in r["prediction"]
+
+
+def test_predict_job_checks_the_demo_inputs(tmp_path):
+    base = {"task": "dart", "model": "tiny", "method": "icl", "length": 0, "demos": "retrieved", "seed": 0,
+            "n_demos": 1, "input_label": "Triples", "output_label": "Text", "max_new_tokens": 5, "device": "cpu"}
+    kw = dict(model_path=tiny_model_dir("gpt2"), test_path=str(tmp_path / "test.jsonl"),
+              out_path=tmp_path / "p.jsonl")
+    with pytest.raises(ValueError, match="retrieval"):  # demos need the train split and the retrieval file
+        predict_job(**kw, params=base, train_path=str(tmp_path / "train.jsonl"))
+    with pytest.raises(ValueError, match="without demos"):  # n_demos 0 takes neither
+        predict_job(**kw, params=dict(base, n_demos=0, demos="none"), retrieval_path=str(tmp_path / "r.jsonl"),
+                    train_path=str(tmp_path / "train.jsonl"))
+    with pytest.raises(ValueError, match="without demos"):  # the demo source label must agree
+        predict_job(**kw, params=dict(base, n_demos=0))
+    with pytest.raises(ValueError, match="n_demos"):
+        predict_job(**kw, params={k: v for k, v in base.items() if k != "n_demos"})
+    assert not (tmp_path / "p.jsonl").exists()
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_precast_bf16_weights_compute_exactly_what_autocast_computes(arch):
     from iclpt.modeling import autocast, precast_for_autocast

@@ -15,11 +15,11 @@ from iclpt.metrics import (
     execution_accuracy,
     exact_match,
     load_predictions,
-    normalize_sql,
     normalize_whitespace,
     reference_streams,
     score_predictions,
 )
+from iclpt.tasks.spider import sql_match_key as normalize_sql
 
 
 # ---- BLEU -------------------------------------------------------------------------------------------------

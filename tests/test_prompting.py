@@ -120,3 +120,28 @@ def test_label_mask_covers_target_tokens_only():
         assert (lab[: T - e.n_target] == IGNORE).all()
         assert lab[T - e.n_target:].tolist() == e.ids[-e.n_target:]
     assert isinstance(batch.labels, torch.Tensor)
+
+
+def test_demo_count_is_the_explicit_layout_switch():
+    from iclpt.prompting import demo_count
+
+    assert demo_count({"n_demos": 2, "demos": "retrieved"}, "job") == 2
+    assert demo_count({"n_demos": 0, "demos": "none"}, "job") == 0
+    assert demo_count({"n_demos": 0}, "job") == 0  # no demo source: none
+    with pytest.raises(ValueError, match="n_demos"):
+        demo_count({"demos": "none"}, "job")
+    with pytest.raises(ValueError, match=">= 0"):
+        demo_count({"n_demos": -1, "demos": "retrieved"}, "job")
+    with pytest.raises(ValueError, match="without demos"):
+        demo_count({"n_demos": 0, "demos": "random"}, "job")
+    with pytest.raises(ValueError, match="needs demos"):
+        demo_count({"n_demos": 1, "demos": "none"}, "job")
+
+
+def test_index_by_id_rejects_duplicates():
+    from iclpt.io import DataError
+    from iclpt.prompting import index_by_id
+
+    assert index_by_id([{"id": "a"}, {"id": "b"}], "f") == {"a": {"id": "a"}, "b": {"id": "b"}}
+    with pytest.raises(DataError, match="duplicate id 'a'"):
+        index_by_id([{"id": "a"}, {"id": "a"}], "f")

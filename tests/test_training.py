@@ -199,14 +199,43 @@ def test_train_job_files_and_exact_resume(job_files):
     torch.testing.assert_close(pm.prompt_encoder["default"].embedding.weight.detach(), a)
 
 
-def test_pt_rejects_demos_and_ipt_needs_retrieval(job_files):
+def test_layout_comes_from_n_demos_and_the_retrieval_files(job_files):
     d = job_files
-    with pytest.raises(ValueError, match="without demos"):
-        train_job(model_path=tiny_model_dir("gpt2"), train_path=str(d / "train.jsonl"),
-                  dev_path=str(d / "dev.jsonl"), out_dir=d / "o", params=_params(method="pt"))
+    kw = dict(model_path=tiny_model_dir("gpt2"), train_path=str(d / "train.jsonl"), dev_path=str(d / "dev.jsonl"),
+              out_dir=d / "o")
+    ret = dict(train_retrieval=str(d / "ret_train.jsonl"), dev_retrieval=str(d / "ret_dev.jsonl"))
+    with pytest.raises(ValueError, match="without demos"):  # n_demos 0: no retrieval files
+        train_job(**kw, **ret, params=_params(n_demos=0, demos="none"))
+    with pytest.raises(ValueError, match="without demos"):  # n_demos 0 with a demo source
+        train_job(**kw, params=_params(n_demos=0))
+    with pytest.raises(ValueError, match="retrieval"):  # n_demos > 0 needs both retrieval files
+        train_job(**kw, params=_params())
     with pytest.raises(ValueError, match="retrieval"):
-        train_job(model_path=tiny_model_dir("gpt2"), train_path=str(d / "train.jsonl"),
-                  dev_path=str(d / "dev.jsonl"), out_dir=d / "o", params=_params())
+        train_job(**kw, train_retrieval=ret["train_retrieval"], params=_params())
+    with pytest.raises(ValueError, match="n_demos"):
+        train_job(**kw, **ret, params={k: v for k, v in _params().items() if k != "n_demos"})
+    # the method is a label only: an unknown name trains the bare-query layout when n_demos is 0
+    short = {**_base_params()["train"], "max_steps": 2, "eval_every": 2}
+    meta = train_job(**kw, params=_params(method="some_registry_method", n_demos=0, demos="none", train=short))
+    assert meta["method"] == "some_registry_method" and meta["n_demos"] == 0 and meta["steps"] == 2
+    assert meta["truncation"]["train"]["n"] == 24
+
+
+def test_checkpoint_key_hashes_params_and_file_contents(tmp_path):
+    from iclpt.checkpoint import checkpoint_key, file_fingerprint, load_checkpoint, save_checkpoint
+
+    f = tmp_path / "a.jsonl"
+    f.write_text("x\n")
+    k = checkpoint_key({"seed": 1}, [f])
+    assert k == checkpoint_key({"seed": 1}, [f]) and len(k) == 24
+    assert k != checkpoint_key({"seed": 2}, [f])
+    f.write_text("y\n")
+    assert k != checkpoint_key({"seed": 1}, [f])
+    assert file_fingerprint(tmp_path / "missing") == f"absent:{tmp_path / 'missing'}"
+    assert load_checkpoint(tmp_path / "ck" / "state.pt") is None
+    save_checkpoint(tmp_path / "ck" / "state.pt", {"step": 3})
+    assert load_checkpoint(tmp_path / "ck" / "state.pt") == {"step": 3}
+    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["state.pt"]  # no temporary file left
 
 
 _KILL_SCRIPT = """
@@ -283,7 +312,7 @@ def test_bf16_autocast_trains_and_decodes_on_cpu():
 
 
 def test_demos_exclude_the_query_itself():
-    from iclpt.training import build_examples
+    from iclpt.prompting import build_examples
 
     _, tok = load("gpt2")
     enc = Encoder(tok, Template("Input", "Output"))

@@ -60,7 +60,7 @@ def test_complete_run_produces_tables(mini):
     res = work / "results" / "mini"
     main = pd.read_csv(res / "tables" / "main.csv")
     assert set(main["task"]) == {"mtop", "spider"}
-    assert set(main["method"]) == {"icl", "pt", "ipt"}
+    assert set(main["method"]) == {"zeroshot", "icl", "pt", "ipt"}
     assert set(main.columns) >= {"task", "model", "method", "metric", "n_seeds", "mean", "std", "min", "max"}
     spider_metrics = set(main.loc[main["task"] == "spider", "metric"])
     assert spider_metrics == {"exact_match", "execution_accuracy"}
@@ -121,3 +121,69 @@ def test_editing_a_report_script_reruns_only_reporting(mini):
         assert rules and all(is_report(r) for r in rules), rules
     finally:
         scripts[0].write_text(original)
+
+
+def _edit_library(mini, rel: str):
+    """Dry-run jobs after appending a comment to one library file of the copy (restored afterwards)."""
+    work, _ = mini
+    path = work / "src" / rel
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    try:
+        _, out = dry_run(work, work / "config" / "test.yaml")
+        return planned_jobs(out)
+    finally:
+        path.write_text(original)
+
+
+def test_editing_a_task_adapter_reruns_that_task_onward(mini):
+    jobs = _edit_library(mini, "iclpt/tasks/mtop.py")
+    rules = {r for r, _ in jobs}
+    assert {"prepare", "embed", "retrieve", "train_prompt", "predict", "score"} <= rules, rules
+    for rule, out in jobs:
+        if rule in ("prepare", "embed", "retrieve", "retrieval_summary"):
+            assert "/mtop/" in out, f"{rule} {out} does not depend on the MTOP adapter"
+    # Spider's data stage stays; its soft-prompt jobs rerun only because the demo's tiny model is built from
+    # every task's train text (build_tiny_model is downstream of MTOP's prepared data).
+    assert "build_tiny_model" in rules
+    assert any(rule == "predict" and "/mtop/" in out for rule, out in jobs)
+
+
+def test_editing_metrics_reruns_scoring_and_reports_only(mini):
+    rules = {r for r, _ in _edit_library(mini, "iclpt/metrics.py")}
+    assert "score" in rules
+    assert all(r == "score" or is_report(r) for r in rules), rules
+
+
+def test_editing_the_decoder_reruns_decoding_onward_only(mini):
+    jobs = _edit_library(mini, "iclpt/generation.py")
+    rules = {r for r, _ in jobs}
+    assert {"predict", "score"} <= rules
+    assert all(r in ("predict", "score") or is_report(r) for r in rules), rules
+    n_pred = len(list((mini[0] / "results" / "mini" / "predictions").rglob("predictions.jsonl")))
+    assert sum(r == "predict" for r, _ in jobs) == n_pred
+
+
+def test_editing_training_reruns_training_onward_only(mini):
+    rules = {r for r, _ in _edit_library(mini, "iclpt/training.py")}
+    assert "train_prompt" in rules
+    assert not rules & UPSTREAM, rules
+
+
+def test_editing_a_report_module_reruns_only_reports(mini):
+    jobs = _edit_library(mini, "iclpt/reporting/tables.py")
+    rules = {r for r, _ in jobs}
+    assert "report_main" in rules
+    assert all(is_report(r) for r in rules), rules
+
+
+def test_zeroshot_runs_once_without_prompt_or_demos(mini):
+    work, cfg = mini
+    res = work / "results" / "mini"
+    runs = sorted(p.relative_to(res / "predictions").as_posix()
+                  for p in (res / "predictions").rglob("zeroshot/*/*/*/predictions.jsonl"))
+    assert runs == [f"{t}/tiny-gpt2/zeroshot/L0/none/s0/predictions.jsonl" for t in ("mtop", "spider")]
+    rows = [json.loads(line) for line in (res / "predictions" / runs[0]).read_text().splitlines()]
+    assert rows and all(r["demo_ids"] == [] and r["prompt_length"] == 0 and r["method"] == "zeroshot" for r in rows)
+    main = pd.read_csv(res / "tables" / "main.csv")
+    assert (main["method"] == "zeroshot").sum() == len(main[["task", "model", "metric"]].drop_duplicates())

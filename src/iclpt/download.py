@@ -41,11 +41,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from iclpt.io import DataError, provenance, write_json_atomic
+from iclpt.tasks import TASKS, get_task
+from iclpt.tasks.base import DownloadSpec, RemoteFile
 
 log = logging.getLogger(__name__)
 
@@ -57,58 +58,13 @@ class DownloadError(RuntimeError):
     """A download failed: HTTP error, checksum mismatch, unsafe archive, ..."""
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file to fetch. `name` is its file name (also the path under an overriding base URL).
-
-    archive: None (saved as `name`), "zip" or "tar.gz" (unpacked; `strip` is a leading folder removed from
-    every member, e.g. "spider_data/")."""
-
-    url: str
-    name: str
-    sha256: str | None = None
-    archive: str | None = None
-    strip: str = ""
-
-
-@dataclass(frozen=True)
-class DownloadSpec:
-    task: str
-    files: tuple[RemoteFile, ...]
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-_DART = "https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1/"
-_L2T = "https://raw.githubusercontent.com/czyssrs/Logic2Text/master/dataset/"
-
-SPECS: dict[str, DownloadSpec] = {
-    "totto": DownloadSpec("totto", (
-        RemoteFile("https://storage.googleapis.com/totto-public/totto_data.zip", "totto_data.zip",
-                   archive="zip"),
-    ), note="official ToTTo release (CC BY-SA 3.0)"),
-    "dart": DownloadSpec("dart", tuple(
-        RemoteFile(_DART + n, n) for n in (
-            "dart-v1.1.1-full-train.json", "dart-v1.1.1-full-dev.json",
-            "dart-v1.1.1-full-test.json", "dart-v1.1.1-full-test.xml")
-    ), note="Yale-LILY/dart v1.1.1 (MIT)"),
-    "logic2text": DownloadSpec("logic2text", tuple(
-        RemoteFile(_L2T + n, n) for n in ("train.json", "valid.json", "test.json")
-    ), note="czyssrs/Logic2Text dataset/ (MIT)"),
-    "spider": DownloadSpec("spider", (
-        RemoteFile("https://drive.usercontent.google.com/download?id=1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J"
-                   "&export=download&confirm=t", "spider_data.zip", archive="zip"),
-    ), note="official Spider 1.0 release linked from https://yale-lily.github.io/spider (CC BY-SA 4.0)"),
-    "mtop": DownloadSpec("mtop", (
-        RemoteFile("https://dl.fbaipublicfiles.com/mtop/mtop.zip", "mtop.zip", archive="zip"),
-    ), note="official MTOP release, https://fb.me/mtop_dataset (CC BY-SA 4.0)"),
-}
-
-
 def get_spec(task: str) -> DownloadSpec:
-    if task not in SPECS:
-        raise KeyError(f"no download spec for task {task!r}; tasks with one: {', '.join(sorted(SPECS))}")
-    return SPECS[task]
+    """The task's download spec (it lives with the task: `iclpt.tasks.<task>`)."""
+    spec = get_task(task).download
+    if spec is None:
+        have = ", ".join(sorted(n for n, t in TASKS.items() if t.download is not None))
+        raise KeyError(f"no download spec for task {task!r}; tasks with one: {have}")
+    return spec
 
 
 def resolve_url(f: RemoteFile, base_url: str | None) -> str:

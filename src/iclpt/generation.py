@@ -1,4 +1,5 @@
-"""Batched greedy decoding through ``inputs_embeds`` with the KV cache (ICL, PT, IPT and prompt transfer).
+"""Batched greedy decoding through ``inputs_embeds`` with the KV cache (ICL, PT, IPT, prompt transfer,
+zero-shot).
 
 Rows are left padded, the soft prompt sits right before each row's first real token and position ids count
 from it (:func:`iclpt.soft_prompt.assemble_inputs`), so a row decodes the same alone or in any batch. The first
@@ -12,12 +13,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from iclpt.modeling import autocast, lm_forward, output_cache
+from iclpt.prompting import Encoded, Encoder, Template, build_examples, demo_count, index_by_id
 from iclpt.soft_prompt import assemble_inputs
 
 
@@ -118,73 +121,136 @@ def generate_texts(model: torch.nn.Module, tokenizer: Any, prompt: torch.Tensor 
     return preds
 
 
-def predict_job(*, model_path: str, test_path: str, out_path: str | os.PathLike[str], params: dict[str, Any],
-                train_path: str | None = None, retrieval_path: str | None = None, prompt_path: str | None = None,
-                log: Callable[[str], None] | None = None) -> int:
-    """Decode the test split and write ``predictions.jsonl`` (architecture.md); returns the row count.
+# ---- the whole job (what the predict rule runs): load -> run -> write --------------------------
+@dataclass
+class PredictInputs:
+    """A decoding job, loaded and encoded (:func:`load_predict_inputs`)."""
 
-    ``params``: task, model, method (icl|pt|ipt|transfer_<src>), length, demos, seed, n_demos, input_label,
-    output_label, max_new_tokens, batch_size, max_length, max_examples, device, precision.
-    """
-    from iclpt.io import read_jsonl, write_jsonl_atomic
-    from iclpt.modeling import load_model, max_positions, resolve_device, resolve_precision, seed_everything
-    from iclpt.prompting import Encoder, Template
+    model: torch.nn.Module
+    tokenizer: Any
+    prompt: torch.Tensor | None
+    device: torch.device
+    precision: str
+    max_new_tokens: int
+    records: list[dict[str, Any]]
+    examples: list[Encoded]
+
+    @property
+    def prompt_length(self) -> int:
+        return 0 if self.prompt is None else int(self.prompt.shape[0])
+
+
+def predict_layout(params: dict[str, Any], train_path: str | None, retrieval_path: str | None) -> int:
+    """``n_demos`` of a decoding job: > 0 needs the train split and the retrieval file, 0 takes neither."""
+    n_demos = demo_count(params, "predict_job")
+    if n_demos > 0 and (not retrieval_path or not train_path):
+        raise ValueError(f"predict_job: n_demos {n_demos} needs the train split and the retrieval file")
+    if n_demos == 0 and (retrieval_path or train_path):
+        raise ValueError("predict_job: n_demos 0 decodes without demos; pass no train split / retrieval file")
+    return n_demos
+
+
+def load_job_prompt(prompt_path: str | None, model: torch.nn.Module, params: dict[str, Any]) -> torch.Tensor | None:
+    """The soft prompt at ``prompt_path`` (checked against the model and ``params["length"]``), or None."""
     from iclpt.soft_prompt import load_prompt
-    from iclpt.training import build_examples, index_by_id
 
-    say = log or (lambda s: None)
-    method = str(params["method"])
-    demos_src = str(params.get("demos", "none"))
-    use_demos = method != "pt" and demos_src != "none"
-    if method in ("ipt", "icl") or method.startswith("transfer_"):
-        if not use_demos:
-            raise ValueError(f"method {method} needs demos (retrieved|random)")
-    needs_prompt = method != "icl"
-    if needs_prompt and not prompt_path:
-        raise ValueError(f"method {method} needs a trained prompt")
-    if use_demos and (not retrieval_path or not train_path):
-        raise ValueError("demos need the train split and the retrieval file")
-    device = resolve_device(params.get("device", "cpu"))
-    precision = resolve_precision(params.get("precision", "fp32"), device)
-    seed_everything(int(params.get("seed", 0)))
+    if not prompt_path:
+        return None
+    prompt, _ = load_prompt(prompt_path)
+    if prompt.shape[1] != model.get_input_embeddings().weight.shape[1]:
+        raise ValueError(f"{prompt_path}: prompt width {prompt.shape[1]} does not match the model")
+    if int(params.get("length", prompt.shape[0])) != prompt.shape[0]:
+        raise ValueError(f"{prompt_path}: prompt has {prompt.shape[0]} vectors, expected {params['length']}")
+    return prompt
 
-    model, tokenizer = load_model(model_path, device=device, precision=precision)
-    prompt = None
-    if needs_prompt:
-        prompt, _ = load_prompt(prompt_path)
-        if prompt.shape[1] != model.get_input_embeddings().weight.shape[1]:
-            raise ValueError(f"{prompt_path}: prompt width {prompt.shape[1]} does not match the model")
-        if int(params.get("length", prompt.shape[0])) != prompt.shape[0]:
-            raise ValueError(f"{prompt_path}: prompt has {prompt.shape[0]} vectors, expected {params['length']}")
-    n_virtual = 0 if prompt is None else int(prompt.shape[0])
-    max_new = int(params["max_new_tokens"])
-    max_length = int(params.get("max_length", 1024))
-    mp = max_positions(model)
-    if mp:
-        max_length = min(max_length, mp)
+
+def _encode_test(tokenizer: Any, params: dict[str, Any], test_path: str, train_path: str | None,
+                 retrieval_path: str | None, n_demos: int, n_virtual: int, max_length: int,
+                 ) -> tuple[list[dict[str, Any]], list[Encoded], dict[str, int]]:
+    from iclpt.io import read_jsonl
 
     records = read_jsonl(test_path, required=("id", "input", "references"))
     if params.get("max_examples"):
         records = records[: int(params["max_examples"])]
     pool: dict[str, dict[str, Any]] = {}
     ret = None
-    if use_demos:
+    if n_demos > 0:
         pool = index_by_id(read_jsonl(train_path, required=("id", "input", "target")), str(train_path))
         ret = index_by_id(read_jsonl(retrieval_path, required=("id", "demo_ids")), str(retrieval_path))
     encoder = Encoder(tokenizer, Template(params["input_label"], params["output_label"]))
-    n_demos = int(params.get("n_demos", 1)) if use_demos else 0
     examples, stats = build_examples(encoder, records, ret, pool, n_demos, n_virtual, max_length,
-                                     with_target=False, max_new_tokens=max_new, exclude_self=False)
+                                     with_target=False, max_new_tokens=int(params["max_new_tokens"]),
+                                     exclude_self=False)
+    return records, examples, stats
+
+
+def load_predict_inputs(*, model_path: str, test_path: str, params: dict[str, Any], train_path: str | None = None,
+                        retrieval_path: str | None = None, prompt_path: str | None = None,
+                        log: Callable[[str], None] | None = None) -> PredictInputs:
+    """Check the params, load the frozen model (and the soft prompt, if any) and encode the test split."""
+    from iclpt.modeling import load_model, max_positions, resolve_device, resolve_precision, seed_everything
+
+    say = log or (lambda s: None)
+    n_demos = predict_layout(params, train_path, retrieval_path)
+    device = resolve_device(params.get("device", "cpu"))
+    precision = resolve_precision(params.get("precision", "fp32"), device)
+    seed_everything(int(params.get("seed", 0)))
+    model, tokenizer = load_model(model_path, device=device, precision=precision)
+    prompt = load_job_prompt(prompt_path, model, params)
+    n_virtual = 0 if prompt is None else int(prompt.shape[0])
+    max_new = int(params["max_new_tokens"])
+    max_length = int(params.get("max_length", 1024))
+    mp = max_positions(model)
+    if mp:
+        max_length = min(max_length, mp)
+    records, examples, stats = _encode_test(tokenizer, params, test_path, train_path, retrieval_path, n_demos,
+                                            n_virtual, max_length)
     say(f"{len(examples)} test examples, truncation {stats}")
-    preds = generate_texts(model, tokenizer, prompt, [e.ids for e in examples], max_new,
-                           int(params.get("batch_size", 16)), device=device, precision=precision, log=say)
+    return PredictInputs(model=model, tokenizer=tokenizer, prompt=prompt, device=device, precision=precision,
+                         max_new_tokens=max_new, records=records, examples=examples)
+
+
+def run_prediction(inputs: PredictInputs, batch_size: int, log: Callable[[str], None] | None = None) -> list[str]:
+    """Greedy predictions of the encoded test examples (input order)."""
+    x = inputs
+    return generate_texts(x.model, x.tokenizer, x.prompt, [e.ids for e in x.examples], x.max_new_tokens,
+                          batch_size, device=x.device, precision=x.precision, log=log)
+
+
+def write_predictions(out_path: str | os.PathLike[str], inputs: PredictInputs, preds: Sequence[str],
+                      params: dict[str, Any]) -> int:
+    """Write ``predictions.jsonl`` (``params["method"]`` and ``params["demos"]`` are labels only)."""
+    from iclpt.io import write_jsonl_atomic
+
     out_rows = []
-    for r, e, p in zip(records, examples, preds):
+    for r, e, p in zip(inputs.records, inputs.examples, preds):
         out_rows.append({
-            "id": r["id"], "task": params.get("task"), "model": params.get("model"), "method": method,
-            "seed": int(params.get("seed", 0)), "prompt_length": n_virtual,
-            "demo_source": demos_src, "demo_ids": e.meta["demo_ids"], "demo_scores": e.meta["demo_scores"],
-            "input_text": e.text, "prediction": p, "references": r["references"], "meta": r.get("meta", {}),
+            "id": r["id"], "task": params.get("task"), "model": params.get("model"), "method": str(params["method"]),
+            "seed": int(params.get("seed", 0)), "prompt_length": inputs.prompt_length,
+            "demo_source": str(params.get("demos", "none")), "demo_ids": e.meta["demo_ids"],
+            "demo_scores": e.meta["demo_scores"], "input_text": e.text, "prediction": p,
+            "references": r["references"], "meta": r.get("meta", {}),
         })
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     return write_jsonl_atomic(out_path, out_rows)
+
+
+def predict_job(*, model_path: str, test_path: str, out_path: str | os.PathLike[str], params: dict[str, Any],
+                train_path: str | None = None, retrieval_path: str | None = None, prompt_path: str | None = None,
+                log: Callable[[str], None] | None = None) -> int:
+    """Decode the test split and write ``predictions.jsonl`` (architecture.md); returns the row count.
+
+    The input layout comes from the arguments alone: a soft prompt iff ``prompt_path`` is given (its length must
+    equal ``params["length"]`` when that is set), demos iff ``params["n_demos"] > 0`` (then ``train_path`` and
+    ``retrieval_path`` are required; with 0 both must be absent). So ICL = demos, no prompt; PT = prompt, no
+    demos; IPT / transfer = prompt and demos; zero-shot = neither.
+
+    ``params``: n_demos, demos (demo source label: none iff n_demos is 0), length, seed, input_label,
+    output_label, max_new_tokens, batch_size, max_length, max_examples, device, precision; task, model, method
+    are labels written to each row.
+    """
+    say = log or (lambda s: None)
+    inputs = load_predict_inputs(model_path=model_path, test_path=test_path, params=params, train_path=train_path,
+                                 retrieval_path=retrieval_path, prompt_path=prompt_path, log=say)
+    preds = run_prediction(inputs, int(params.get("batch_size", 16)), log=say)
+    return write_predictions(out_path, inputs, preds, params)

@@ -3,13 +3,13 @@
 Every metric returns a :class:`MetricResult`: the corpus-level value (0-100), the per-example values (same scale;
 ``None`` for an example that was not evaluated), how many examples were evaluated and skipped, and why.
 
-Normalisations (documented here because the paper's exact variants are unknown):
+Which metrics a task has, and how exact match normalises its answers, live with the task
+(``iclpt.tasks.<task>``: ``metrics``, ``normalize_answer``); this module computes them:
 
-* ``exact_match`` for MTOP (and any non-Spider task): strings are equal after whitespace normalisation
-  (leading/trailing whitespace removed, every run of whitespace collapsed to one space). Case-sensitive.
-* ``exact_match`` for Spider (string match of normalised SQL, *not* the official component "exact set match"):
-  lowercase; double quotes become single quotes; trailing semicolons removed; whitespace put around
-  ``( ) ,`` and comparison operators, then collapsed. Lowercasing also lowercases string literals.
+* ``exact_match``: ``task.normalize_answer(prediction) == task.normalize_answer(reference)`` for any reference.
+  The default (MTOP and every task that does not override it) collapses whitespace runs and strips the ends;
+  Spider's is a normalised SQL string (``iclpt.tasks.spider.sql_match_key``), *not* the official component
+  "exact set match".
 * ``execution_accuracy`` (Spider): the predicted and every gold query run on
   ``<database_dir>/<db_id>/<db_id>.sqlite`` opened read-only (``file:...?mode=ro``) with a per-query timeout
   (sqlite3 progress handler). Correct when the result rows are equal as multisets, or as ordered lists when the
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, PathLike, read_jsonl
+from iclpt.tasks import get_task
 
 #: keys every prediction line must carry (docs/architecture.md)
 PREDICTION_FIELDS = (
@@ -50,16 +51,6 @@ PREDICTION_FIELDS = (
     "references",
     "meta",
 )
-
-#: the task metric declarations used when iclpt.tasks is not importable
-DEFAULT_TASK_METRICS = {
-    "totto": ["bleu"],
-    "dart": ["bleu"],
-    "logic2text": ["bleu"],
-    "spider": ["exact_match", "execution_accuracy"],
-    "mtop": ["exact_match"],
-}
-
 
 class MetricError(ValueError):
     """Unknown metric or a metric that cannot run with the given arguments."""
@@ -80,16 +71,6 @@ class MetricResult:
 def normalize_whitespace(text: str) -> str:
     return " ".join(str(text).split())
 
-
-_SQL_PUNCT = re.compile(r"\s*(<=|>=|!=|<>|==|=|<|>|\(|\)|,)\s*")
-
-
-def normalize_sql(sql: str) -> str:
-    """Lowercase, `"` -> `'`, no trailing `;`, spaced punctuation/operators, collapsed whitespace."""
-    s = str(sql).strip().lower().replace('"', "'")
-    s = s.rstrip().rstrip(";").rstrip()
-    s = _SQL_PUNCT.sub(lambda m: f" {m.group(1)} ", s)
-    return normalize_whitespace(s)
 
 
 # ---- BLEU --------------------------------------------------------------------------------------------
@@ -256,16 +237,8 @@ METRICS = ("bleu", "exact_match", "execution_accuracy")
 
 
 def task_metrics(task: str) -> list[str]:
-    """The task's declared metrics: iclpt.tasks when available, else DEFAULT_TASK_METRICS."""
-    try:
-        from iclpt.tasks import get_task  # type: ignore[import-not-found]
-    except ImportError:
-        get_task = None
-    if get_task is not None:
-        return list(get_task(task).metrics)
-    if task not in DEFAULT_TASK_METRICS:
-        raise MetricError(f"unknown task {task!r}; known: {', '.join(DEFAULT_TASK_METRICS)}")
-    return list(DEFAULT_TASK_METRICS[task])
+    """The metrics the task declares (iclpt.tasks); the first is its primary metric."""
+    return list(get_task(task).metrics)
 
 
 def check_metric_names(names: Sequence[str]) -> None:
@@ -289,7 +262,7 @@ def compute_metric(
     if name == "bleu":
         return bleu(preds, refs)
     if name == "exact_match":
-        return exact_match(preds, refs, normalize_sql if task == "spider" else normalize_whitespace)
+        return exact_match(preds, refs, get_task(task).normalize_answer)
     db_ids = [(r.get("meta") or {}).get("db_id") for r in rows]
     return execution_accuracy(preds, refs, db_ids, database_dir, timeout_s)
 

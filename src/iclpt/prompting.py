@@ -11,6 +11,7 @@ Template (one per task; the labels come from the task adapter, e.g. DART ``Tripl
     PT   = [P] query(x)
     IPT  = [P] [demo_k SEP] ... [demo_1 SEP] query(x)
     transfer_<S> = [P_S] [demos of the target task] query(x)   (IPT layout, prompt trained by PT on task S)
+    zero-shot = query(x)                                    (no soft prompt, no demos)
 
 Demos are given best first (retrieval order) and placed so the best demo sits nearest the input
 (``demo_1`` above). The soft prompt ``[P]`` is not text: it is prepended as embeddings
@@ -195,3 +196,67 @@ def demo_pairs(demo_ids: Sequence[str], pool: dict[str, dict[str, Any]], n: int,
         ids.append(did)
         ranks.append(rank)
     return pairs, ids, ranks
+
+
+# ---- records -> encoded examples (shared by training and decoding) ------------------------------
+def demo_count(params: dict[str, Any], what: str) -> int:
+    """``params["n_demos"]``: the explicit switch between the demo layout (> 0) and the bare query (0).
+
+    ``params["demos"]`` (the demo source, a label) must agree: ``"none"`` exactly when ``n_demos`` is 0.
+    """
+    if "n_demos" not in params:
+        raise ValueError(f"{what}: params need n_demos (0: no demos)")
+    n = int(params["n_demos"])
+    if n < 0:
+        raise ValueError(f"{what}: n_demos must be >= 0, got {n}")
+    src = params.get("demos", "none")
+    if n == 0 and src != "none":
+        raise ValueError(f"{what}: n_demos 0 runs without demos; got demos {src!r}")
+    if n > 0 and src == "none":
+        raise ValueError(f"{what}: n_demos {n} needs demos (retrieved|random), got demos 'none'")
+    return n
+
+
+def build_examples(encoder: Encoder, records: Sequence[dict[str, Any]], retrieval: dict[str, dict[str, Any]] | None,
+                   train_pool: dict[str, dict[str, Any]], n_demos: int, n_virtual: int, max_length: int,
+                   with_target: bool = True, max_new_tokens: int = 0, exclude_self: bool = True,
+                   ) -> tuple[list[Encoded], dict[str, int]]:
+    """Encode records (with their first ``n_demos`` retrieved demos when ``retrieval`` is given)."""
+    from iclpt.io import DataError
+
+    out: list[Encoded] = []
+    stats = {"n": 0, "demos_dropped": 0, "input_truncated": 0, "target_truncated": 0}
+    for r in records:
+        demos: list[tuple[str, str]] = []
+        meta: dict[str, Any] = {"demo_ids": [], "demo_scores": []}
+        if retrieval is not None and n_demos > 0:
+            line = retrieval.get(r["id"])
+            if line is None:
+                raise DataError(f"no retrieval line for example {r['id']!r}")
+            demos, ids, ranks = demo_pairs(line["demo_ids"], train_pool, n_demos,
+                                           exclude=r["id"] if exclude_self else None)
+            scores = line.get("scores") or []
+            meta = {"demo_ids": ids, "demo_scores": [scores[k] if k < len(scores) else None for k in ranks]}
+        e = encoder.encode(r["input"], demos, target=r["target"] if with_target else None, n_virtual=n_virtual,
+                           max_length=max_length, max_new_tokens=max_new_tokens)
+        # the demos actually used (after truncation dropped the least similar ones)
+        meta = {"demo_ids": meta["demo_ids"][:e.n_demos], "demo_scores": meta["demo_scores"][:e.n_demos]}
+        e.meta = meta
+        out.append(e)
+        stats["n"] += 1
+        stats["demos_dropped"] += e.n_demos_dropped
+        stats["input_truncated"] += int(e.input_truncated)
+        stats["target_truncated"] += int(e.target_truncated)
+    return out, stats
+
+
+def index_by_id(rows: Sequence[dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
+    """Rows keyed by their ``id`` (a duplicate id is a :class:`iclpt.io.DataError`)."""
+    from iclpt.io import DataError
+
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["id"] in out:
+            raise DataError(f"{what}: duplicate id {r['id']!r}")
+        out[r["id"]] = r
+    return out

@@ -13,14 +13,15 @@
 - Dev loss every ``eval_every`` steps and at the last step; the prompt with the lowest dev loss is kept.
 - Checkpoints every ``checkpoint_every`` steps in ``<checkpoint_root>/<key>/state.pt`` (prompt, best prompt,
   optimiser, scheduler, RNG states, data position, log so far); ``key`` hashes the job's parameters and input
-  data, so a rerun of the same job resumes and a changed job starts afresh. The folder is removed once the
-  outputs are written.
+  data, so a rerun of the same job resumes and a changed job starts afresh (:mod:`iclpt.checkpoint`). The
+  folder is removed once the outputs are written.
+- The job (:func:`train_job`) is load (:func:`load_train_inputs`) -> run (:func:`run_training`) -> write
+  (:func:`write_train_outputs`); the input layout comes from ``params["n_demos"]`` alone (0: ``[P] query``,
+  > 0: ``[P] demos query``), never from the method name.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
@@ -33,8 +34,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from iclpt.checkpoint import _rng_state, _set_rng_state, checkpoint_key, load_checkpoint, save_checkpoint
 from iclpt.modeling import autocast, target_logits
-from iclpt.prompting import IGNORE, Batch, Encoded, make_batch
+from iclpt.prompting import IGNORE, Batch, Encoded, build_examples, demo_count, index_by_id, make_batch
 from iclpt.soft_prompt import assemble_inputs
 
 BUCKET_WINDOW = 50  # batches per sorting window of the length-bucketed sampler
@@ -188,77 +190,27 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return max(0.0, (cfg.max_steps - step) / max(1, cfg.max_steps - w))
 
 
-# ---- checkpoints --------------------------------------------------------------------------------
-def file_fingerprint(path: str | os.PathLike[str]) -> str:
-    """sha256 of a data file; for model folders / weights: name, size and mtime of each file (cheap)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    if p.is_dir():
-        for f in sorted(p.iterdir()):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
-    if not p.exists():
-        return f"absent:{p}"
-    with p.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def checkpoint_key(params: dict[str, Any], files: Sequence[str | os.PathLike[str]]) -> str:
-    """Hash of the job's parameters and its input files: the name of its checkpoint folder."""
-    payload = {"params": params, "files": {str(f): file_fingerprint(f) for f in files}}
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy as np
-
-        state["numpy"] = np.random.get_state()
-    except ImportError:  # pragma: no cover
-        pass
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        import numpy as np
-
-        np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 # ---- the loop -----------------------------------------------------------------------------------
-def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_examples: Sequence[Encoded],
-                 dev_examples: Sequence[Encoded], cfg: TrainConfig, seed: int, pad_id: int,
-                 device: torch.device, precision: str = "fp32", checkpoint_dir: str | os.PathLike[str] | None = None,
-                 log: Callable[[str], None] | None = None, stop_after: int | None = None) -> TrainResult:
-    """Train the soft prompt on a frozen ``model``; returns the best (by dev loss) and final prompts."""
-    say = log or (lambda s: None)
-    t0 = time.time()
+@dataclass
+class _Loop:
+    """Mutable state of one training run (what a checkpoint holds)."""
+
+    prompt: torch.nn.Parameter
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    stream: DataStream
+    best_prompt: torch.Tensor
+    step: int = 0
+    best_step: int = 0
+    best_dev: float = math.inf
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    tokens_seen: int = 0
+    resumed_from: int = 0
+    last_dev: float = math.nan
+
+
+def _start_loop(model: torch.nn.Module, init_prompt: torch.Tensor, train_examples: Sequence[Encoded],
+                cfg: TrainConfig, seed: int, device: torch.device) -> _Loop:
     for p in model.parameters():
         if p.requires_grad:
             raise ValueError("the base model must be frozen (iclpt.soft_prompt.freeze)")
@@ -266,121 +218,259 @@ def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_exampl
     opt = make_optimizer([prompt], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     stream = DataStream([len(e.ids) for e in train_examples], cfg.batch_size, seed, cfg.bucket_by_length)
+    return _Loop(prompt=prompt, opt=opt, sched=sched, stream=stream, best_prompt=prompt.detach().clone())
 
-    step = 0
-    best_prompt = prompt.detach().clone()
-    best_step, best_dev = 0, math.inf
-    rows: list[dict[str, Any]] = []
-    tokens_seen = 0
+
+def _resume(st: _Loop, ckpt_path: Path, device: torch.device) -> bool:
+    """Restore ``st`` from ``ckpt_path`` if it exists; True when it did."""
+    state = load_checkpoint(ckpt_path)
+    if state is None:
+        return False
+    with torch.no_grad():
+        st.prompt.copy_(state["prompt"].to(device))
+    st.opt.load_state_dict(state["optimizer"])
+    st.sched.load_state_dict(state["scheduler"])
+    st.stream.load(state["data"])
+    _set_rng_state(state["rng"])
+    st.step = st.resumed_from = int(state["step"])
+    st.best_prompt = state["best_prompt"].to(device)
+    st.best_step, st.best_dev = int(state["best_step"]), float(state["best_dev_loss"])
+    st.rows = list(state["log"])
+    st.tokens_seen = int(state.get("tokens", 0))
+    return True
+
+
+def _checkpoint_state(st: _Loop) -> dict[str, Any]:
+    return {"step": st.step, "prompt": st.prompt.detach().cpu(), "optimizer": st.opt.state_dict(),
+            "scheduler": st.sched.state_dict(), "data": st.stream.state(), "rng": _rng_state(),
+            "best_prompt": st.best_prompt.cpu(), "best_step": st.best_step, "best_dev_loss": st.best_dev,
+            "log": st.rows, "tokens": st.tokens_seen}
+
+
+def _train_step(model: torch.nn.Module, st: _Loop, train_examples: Sequence[Encoded], cfg: TrainConfig,
+                pad_id: int, device: torch.device, precision: str) -> dict[str, Any]:
+    """One optimizer step (``grad_accum`` micro-batches); returns its log row."""
+    micro = [make_batch([train_examples[i] for i in st.stream.next()], pad_id) for _ in range(cfg.grad_accum)]
+    n_tok = sum(b.n_target for b in micro)
+    st.opt.zero_grad(set_to_none=True)
+    loss_total = 0.0
+    for b in micro:
+        b = b.to(device)
+        with autocast(device, precision):
+            loss_sum, _ = batch_loss_sum(model, st.prompt, b)
+        loss = loss_sum / max(n_tok, 1)
+        loss.backward()
+        loss_total += float(loss.detach())
+    grad_norm = float(st.prompt.grad.norm()) if st.prompt.grad is not None else 0.0
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_([st.prompt], cfg.max_grad_norm)
+    lr = st.opt.param_groups[0]["lr"]
+    st.opt.step()
+    st.sched.step()
+    st.step += 1
+    st.tokens_seen += n_tok
+    return {"step": st.step, "loss": loss_total, "lr": lr, "grad_norm": grad_norm, "target_tokens": n_tok}
+
+
+def _evaluate(model: torch.nn.Module, st: _Loop, row: dict[str, Any], dev_examples: Sequence[Encoded],
+              cfg: TrainConfig, pad_id: int, device: torch.device, precision: str,
+              say: Callable[[str], None]) -> None:
+    """Dev loss of the current prompt into ``row``; keeps the best prompt."""
+    d = dev_loss(model, st.prompt.detach(), dev_examples, cfg.batch_size, pad_id, device, precision)
+    row["dev_loss"] = d
+    st.last_dev = d
+    if d < st.best_dev or not math.isfinite(st.best_dev):
+        st.best_dev, st.best_step = d, st.step
+        st.best_prompt = st.prompt.detach().clone()
+    say(f"step {st.step}: loss {row['loss']:.4f} dev {d:.4f} (best {st.best_dev:.4f} @ {st.best_step})")
+
+
+def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_examples: Sequence[Encoded],
+                 dev_examples: Sequence[Encoded], cfg: TrainConfig, seed: int, pad_id: int,
+                 device: torch.device, precision: str = "fp32", checkpoint_dir: str | os.PathLike[str] | None = None,
+                 log: Callable[[str], None] | None = None, stop_after: int | None = None) -> TrainResult:
+    """Train the soft prompt on a frozen ``model``; returns the best (by dev loss) and final prompts."""
+    say = log or (lambda s: None)
+    t0 = time.time()
+    st = _start_loop(model, init_prompt, train_examples, cfg, seed, device)
     ckpt_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir else None
-    resumed_from = 0
-    state = load_checkpoint(ckpt_path) if ckpt_path else None
-    if state is not None:
-        with torch.no_grad():
-            prompt.copy_(state["prompt"].to(device))
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        stream.load(state["data"])
-        _set_rng_state(state["rng"])
-        step = resumed_from = int(state["step"])
-        best_prompt = state["best_prompt"].to(device)
-        best_step, best_dev = int(state["best_step"]), float(state["best_dev_loss"])
-        rows = list(state["log"])
-        tokens_seen = int(state.get("tokens", 0))
-        say(f"resumed from {ckpt_path} at step {step}")
-
+    if ckpt_path and _resume(st, ckpt_path, device):
+        say(f"resumed from {ckpt_path} at step {st.step}")
     model.eval()
-    last_dev = rows[-1].get("dev_loss", math.nan) if rows else math.nan
-    while step < cfg.max_steps:
-        micro = [make_batch([train_examples[i] for i in stream.next()], pad_id) for _ in range(cfg.grad_accum)]
-        n_tok = sum(b.n_target for b in micro)
-        opt.zero_grad(set_to_none=True)
-        loss_total = 0.0
-        for b in micro:
-            b = b.to(device)
-            with autocast(device, precision):
-                loss_sum, _ = batch_loss_sum(model, prompt, b)
-            loss = loss_sum / max(n_tok, 1)
-            loss.backward()
-            loss_total += float(loss.detach())
-        grad_norm = float(prompt.grad.norm()) if prompt.grad is not None else 0.0
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_([prompt], cfg.max_grad_norm)
-        lr = opt.param_groups[0]["lr"]
-        opt.step()
-        sched.step()
-        step += 1
-        tokens_seen += n_tok
-        row: dict[str, Any] = {"step": step, "loss": loss_total, "lr": lr, "grad_norm": grad_norm,
-                               "target_tokens": n_tok}
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            d = dev_loss(model, prompt.detach(), dev_examples, cfg.batch_size, pad_id, device, precision)
-            row["dev_loss"] = d
-            last_dev = d
-            if d < best_dev or not math.isfinite(best_dev):
-                best_dev, best_step = d, step
-                best_prompt = prompt.detach().clone()
-            say(f"step {step}: loss {loss_total:.4f} dev {d:.4f} (best {best_dev:.4f} @ {best_step})")
-        rows.append(row)
-        if ckpt_path and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-            save_checkpoint(ckpt_path, {
-                "step": step, "prompt": prompt.detach().cpu(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "data": stream.state(), "rng": _rng_state(),
-                "best_prompt": best_prompt.cpu(), "best_step": best_step, "best_dev_loss": best_dev,
-                "log": rows, "tokens": tokens_seen})
-        if stop_after is not None and step >= stop_after and step < cfg.max_steps:
-            raise TrainingInterrupted(f"stopped after step {step} (stop_after)")
-
-    return TrainResult(best_prompt=best_prompt.detach().cpu(), final_prompt=prompt.detach().cpu(),
-                       best_step=best_step, best_dev_loss=best_dev, final_dev_loss=last_dev, steps=step,
-                       log=rows, resumed_from=resumed_from, seconds=time.time() - t0,
-                       train_target_tokens=tokens_seen)
+    st.last_dev = st.rows[-1].get("dev_loss", math.nan) if st.rows else math.nan
+    while st.step < cfg.max_steps:
+        row = _train_step(model, st, train_examples, cfg, pad_id, device, precision)
+        if st.step % cfg.eval_every == 0 or st.step == cfg.max_steps:
+            _evaluate(model, st, row, dev_examples, cfg, pad_id, device, precision, say)
+        st.rows.append(row)
+        if ckpt_path and st.step % cfg.checkpoint_every == 0 and st.step < cfg.max_steps:
+            save_checkpoint(ckpt_path, _checkpoint_state(st))
+        if stop_after is not None and st.step >= stop_after and st.step < cfg.max_steps:
+            raise TrainingInterrupted(f"stopped after step {st.step} (stop_after)")
+    return TrainResult(best_prompt=st.best_prompt.detach().cpu(), final_prompt=st.prompt.detach().cpu(),
+                       best_step=st.best_step, best_dev_loss=st.best_dev, final_dev_loss=st.last_dev, steps=st.step,
+                       log=st.rows, resumed_from=st.resumed_from, seconds=time.time() - t0,
+                       train_target_tokens=st.tokens_seen)
 
 
-# ---- the whole job (what the train_prompt rule runs) --------------------------------------------
-def build_examples(encoder: Any, records: Sequence[dict[str, Any]], retrieval: dict[str, dict[str, Any]] | None,
-                   train_pool: dict[str, dict[str, Any]], n_demos: int, n_virtual: int, max_length: int,
-                   with_target: bool = True, max_new_tokens: int = 0, exclude_self: bool = True,
-                   ) -> tuple[list[Encoded], dict[str, int]]:
-    """Encode records (with their first ``n_demos`` retrieved demos when ``retrieval`` is given)."""
-    from iclpt.io import DataError
-    from iclpt.prompting import demo_pairs
+# ---- the whole job (what the train_prompt rule runs): load -> run -> write ----------------------
+@dataclass
+class TrainInputs:
+    """A training job, loaded and encoded (:func:`load_train_inputs`)."""
 
-    out: list[Encoded] = []
-    stats = {"n": 0, "demos_dropped": 0, "input_truncated": 0, "target_truncated": 0}
-    for r in records:
-        demos: list[tuple[str, str]] = []
-        meta: dict[str, Any] = {"demo_ids": [], "demo_scores": []}
-        if retrieval is not None and n_demos > 0:
-            line = retrieval.get(r["id"])
-            if line is None:
-                raise DataError(f"no retrieval line for example {r['id']!r}")
-            demos, ids, ranks = demo_pairs(line["demo_ids"], train_pool, n_demos,
-                                           exclude=r["id"] if exclude_self else None)
-            scores = line.get("scores") or []
-            meta = {"demo_ids": ids, "demo_scores": [scores[k] if k < len(scores) else None for k in ranks]}
-        e = encoder.encode(r["input"], demos, target=r["target"] if with_target else None, n_virtual=n_virtual,
-                           max_length=max_length, max_new_tokens=max_new_tokens)
-        # the demos actually used (after truncation dropped the least similar ones)
-        meta = {"demo_ids": meta["demo_ids"][:e.n_demos], "demo_scores": meta["demo_scores"][:e.n_demos]}
-        e.meta = meta
-        out.append(e)
-        stats["n"] += 1
-        stats["demos_dropped"] += e.n_demos_dropped
-        stats["input_truncated"] += int(e.input_truncated)
-        stats["target_truncated"] += int(e.target_truncated)
-    return out, stats
+    cfg: TrainConfig
+    seed: int
+    length: int
+    n_demos: int
+    device: torch.device
+    precision: str
+    checkpoint_dir: Path | None
+    model: torch.nn.Module
+    tokenizer: Any
+    model_info: dict[str, Any]
+    max_length: int
+    train_examples: list[Encoded]
+    dev_examples: list[Encoded]
+    truncation: dict[str, dict[str, int]]
+    init_prompt: torch.Tensor
 
 
-def index_by_id(rows: Sequence[dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
-    from iclpt.io import DataError
+@dataclass
+class TrainOutcome:
+    """What :func:`run_training` produced: the result and the dev loss of the initial prompt."""
 
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r["id"] in out:
-            raise DataError(f"{what}: duplicate id {r['id']!r}")
-        out[r["id"]] = r
-    return out
+    result: TrainResult
+    initial_dev_loss: float
+
+
+def train_layout(params: dict[str, Any], train_retrieval: str | None, dev_retrieval: str | None) -> int:
+    """``n_demos`` of a training job: > 0 prepends demos (both retrieval files needed), 0 trains without."""
+    n_demos = demo_count(params, "train_job")
+    if n_demos == 0 and (train_retrieval or dev_retrieval):
+        raise ValueError("train_job: n_demos 0 trains without demos; pass no train/dev retrieval files")
+    if n_demos > 0 and (not train_retrieval or not dev_retrieval):
+        raise ValueError(f"train_job: n_demos {n_demos} needs the train and dev retrieval files")
+    return n_demos
+
+
+def job_checkpoint_dir(params: dict[str, Any], model_path: str, files: Sequence[str],
+                       checkpoint_root: str | os.PathLike[str] | None) -> Path | None:
+    """``<checkpoint_root>/<key>`` of the job (the model folder counts among its inputs), or None."""
+    if not checkpoint_root:
+        return None
+    files = list(files) + ([model_path] if os.path.isdir(model_path) else [])
+    return Path(checkpoint_root) / checkpoint_key({**params, "model_path": model_path}, files)
+
+
+def _encode_splits(encoder: Any, train_path: str, dev_path: str, train_retrieval: str | None,
+                   dev_retrieval: str | None, n_demos: int, length: int, max_length: int, dev_examples: int,
+                   ) -> tuple[list[Encoded], list[Encoded], dict[str, dict[str, int]]]:
+    from iclpt.io import read_jsonl
+
+    train_recs = read_jsonl(train_path, required=("id", "input", "target"))
+    dev_recs = read_jsonl(dev_path, required=("id", "input", "target"))[:dev_examples]
+    pool = index_by_id(train_recs, train_path)
+    tr_ret = dv_ret = None
+    if n_demos > 0:
+        tr_ret = index_by_id(read_jsonl(train_retrieval, required=("id", "demo_ids")), str(train_retrieval))
+        dv_ret = index_by_id(read_jsonl(dev_retrieval, required=("id", "demo_ids")), str(dev_retrieval))
+    train_ex, train_stats = build_examples(encoder, train_recs, tr_ret, pool, n_demos, length, max_length)
+    dev_ex, dev_stats = build_examples(encoder, dev_recs, dv_ret, pool, n_demos, length, max_length)
+    return train_ex, dev_ex, {"train": train_stats, "dev": dev_stats}
+
+
+def load_train_inputs(*, model_path: str, train_path: str, dev_path: str, params: dict[str, Any],
+                      train_retrieval: str | None = None, dev_retrieval: str | None = None,
+                      checkpoint_root: str | os.PathLike[str] | None = None,
+                      log: Callable[[str], None] | None = None) -> TrainInputs:
+    """Check the params, load the frozen model and encode the train / dev examples."""
+    from iclpt.modeling import load_model, model_info, resolve_device, resolve_precision, seed_everything
+    from iclpt.prompting import Encoder, Template
+    from iclpt.soft_prompt import init_prompt
+
+    say = log or (lambda s: None)
+    n_demos = train_layout(params, train_retrieval, dev_retrieval)
+    cfg = TrainConfig.from_dict(params.get("train"))
+    seed, length = int(params["seed"]), int(params["length"])
+    pcfg = dict(params.get("prompt") or {})
+    device = resolve_device(params.get("device", "cpu"))
+    precision = resolve_precision(params.get("precision", "fp32"), device)
+    files = [train_path, dev_path] + [f for f in (train_retrieval, dev_retrieval) if f]
+    ckpt_dir = job_checkpoint_dir(params, model_path, files, checkpoint_root)
+
+    seed_everything(seed)
+    model, tokenizer = load_model(model_path, device=device, precision=precision)
+    info = model_info(model)
+    max_length = min(cfg.max_length, info["max_positions"]) if info["max_positions"] else cfg.max_length
+    encoder = Encoder(tokenizer, Template(params["input_label"], params["output_label"]))
+    train_ex, dev_ex, stats = _encode_splits(encoder, train_path, dev_path, train_retrieval, dev_retrieval,
+                                             n_demos, length, max_length, cfg.dev_examples)
+    say(f"{len(train_ex)} train / {len(dev_ex)} dev examples; truncation {stats['train']} / {stats['dev']}")
+    init = init_prompt(model, length, init=pcfg.get("init", "vocab"), seed=seed,
+                       init_vocab_size=int(pcfg.get("init_vocab_size", 5000)), init_text=pcfg.get("init_text"),
+                       init_file=pcfg.get("init_file"), tokenizer=tokenizer)
+    return TrainInputs(cfg=cfg, seed=seed, length=length, n_demos=n_demos, device=device, precision=precision,
+                       checkpoint_dir=ckpt_dir, model=model, tokenizer=tokenizer, model_info=info,
+                       max_length=max_length, train_examples=train_ex, dev_examples=dev_ex, truncation=stats,
+                       init_prompt=init)
+
+
+def run_training(inputs: TrainInputs, log: Callable[[str], None] | None = None,
+                 stop_after: int | None = None) -> TrainOutcome:
+    """Dev loss of the initial prompt, then :func:`train_prompt` (resuming from the job's checkpoint)."""
+    say = log or (lambda s: None)
+    x = inputs
+    pad_id = x.tokenizer.pad_token_id
+    init_dev = dev_loss(x.model, x.init_prompt.to(x.device), x.dev_examples, x.cfg.batch_size, pad_id, x.device,
+                        x.precision)
+    say(f"dev loss of the initial prompt: {init_dev:.4f}")
+    result = train_prompt(x.model, x.init_prompt, x.train_examples, x.dev_examples, x.cfg, x.seed, pad_id,
+                          x.device, x.precision, checkpoint_dir=x.checkpoint_dir, log=say, stop_after=stop_after)
+    return TrainOutcome(result=result, initial_dev_loss=init_dev)
+
+
+def train_meta(inputs: TrainInputs, outcome: TrainOutcome, params: dict[str, Any], model_path: str,
+               ) -> dict[str, Any]:
+    """The job's ``meta.json`` (``params["method"]`` and ``params["demos"]`` are labels only)."""
+    from iclpt.io import provenance
+
+    x, r = inputs, outcome.result
+    return {
+        "task": params.get("task"), "model": params.get("model"), "model_path": model_path,
+        "method": params["method"], "prompt_length": x.length, "demo_source": params.get("demos"),
+        "seed": x.seed, "n_demos": x.n_demos, "steps": r.steps, "best_step": r.best_step,
+        "best_dev_loss": r.best_dev_loss, "final_dev_loss": r.final_dev_loss,
+        "initial_dev_loss": outcome.initial_dev_loss, "resumed_from_step": r.resumed_from,
+        "train_seconds": r.seconds, "train_target_tokens": r.train_target_tokens, "device": str(x.device),
+        "precision": x.precision, "max_length": x.max_length, "model_info": x.model_info,
+        "n_train": len(x.train_examples), "n_dev": len(x.dev_examples), "truncation": x.truncation,
+        "checkpoint_key": x.checkpoint_dir.name if x.checkpoint_dir else None,
+        "provenance": provenance(params),
+    }
+
+
+def write_train_outputs(out_dir: str | os.PathLike[str], inputs: TrainInputs, outcome: TrainOutcome,
+                        params: dict[str, Any], model_path: str) -> dict[str, Any]:
+    """Write ``out_dir/{prompt.safetensors, peft/, train_log.jsonl, meta.json}``, drop the checkpoint."""
+    from iclpt.io import write_json_atomic, write_jsonl_atomic
+    from iclpt.soft_prompt import export_peft, save_prompt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = train_meta(inputs, outcome, params, model_path)
+    best = outcome.result.best_prompt
+    save_prompt(out / "prompt.safetensors", best,
+                {k: meta[k] for k in ("task", "model", "method", "prompt_length", "demo_source", "seed",
+                                      "best_step", "best_dev_loss")})
+    export_peft(out / "peft", best, inputs.model.config, base_model_name_or_path=model_path)
+    write_jsonl_atomic(out / "train_log.jsonl", outcome.result.log)
+    write_json_atomic(out / "meta.json", meta)
+    ckpt_dir = inputs.checkpoint_dir
+    if ckpt_dir is not None and ckpt_dir.exists():
+        import shutil
+
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return meta
 
 
 def train_job(*, model_path: str, train_path: str, dev_path: str, out_dir: str | os.PathLike[str],
@@ -389,90 +479,14 @@ def train_job(*, model_path: str, train_path: str, dev_path: str, out_dir: str |
               stop_after: int | None = None) -> dict[str, Any]:
     """Train one soft prompt and write ``out_dir/{prompt.safetensors, meta.json, train_log.jsonl, peft/}``.
 
-    ``params``: task, model, method (pt|ipt), length, demos (none|retrieved|random), seed, n_demos,
-    input_label, output_label, prompt {init, init_vocab_size, init_text, init_file}, train {TrainConfig},
-    device, precision.
+    ``params``: n_demos (> 0: that many retrieved demos before each input, ``train_retrieval`` and
+    ``dev_retrieval`` required; 0: no demos, no retrieval files), demos (demo source label: none iff n_demos is
+    0), length, seed, input_label, output_label, prompt {init, init_vocab_size, init_text, init_file},
+    train {TrainConfig}, device, precision; task, model, method are labels written to the outputs.
     """
-    from iclpt.io import provenance, read_jsonl, write_json_atomic, write_jsonl_atomic
-    from iclpt.modeling import load_model, model_info, resolve_device, resolve_precision, seed_everything
-    from iclpt.prompting import Encoder, Template
-    from iclpt.soft_prompt import export_peft, init_prompt, save_prompt
-
     say = log or (lambda s: None)
-    method = params["method"]
-    if method not in ("pt", "ipt"):
-        raise ValueError(f"train_job: method must be pt or ipt, got {method!r}")
-    use_demos = method == "ipt"
-    if not use_demos and params.get("demos", "none") != "none":
-        raise ValueError(f"pt trains without demos; got demos {params.get('demos')!r}")
-    if use_demos and (params.get("demos") == "none" or not train_retrieval or not dev_retrieval):
-        raise ValueError("ipt needs demos (retrieved|random) and the train/dev retrieval files")
-    cfg = TrainConfig.from_dict(params.get("train"))
-    seed = int(params["seed"])
-    length = int(params["length"])
-    n_demos = int(params.get("n_demos", 1)) if use_demos else 0
-    pcfg = dict(params.get("prompt") or {})
-    device = resolve_device(params.get("device", "cpu"))
-    precision = resolve_precision(params.get("precision", "fp32"), device)
-
-    ckpt_dir = None
-    if checkpoint_root:
-        files = [train_path, dev_path] + [f for f in (train_retrieval, dev_retrieval) if f]
-        if os.path.isdir(model_path):
-            files.append(model_path)
-        key = checkpoint_key({**params, "model_path": model_path}, files)
-        ckpt_dir = Path(checkpoint_root) / key
-
-    seed_everything(seed)
-    model, tokenizer = load_model(model_path, device=device, precision=precision)
-    info = model_info(model)
-    max_length = cfg.max_length
-    if info["max_positions"]:
-        max_length = min(max_length, info["max_positions"])
-    encoder = Encoder(tokenizer, Template(params["input_label"], params["output_label"]))
-
-    train_recs = read_jsonl(train_path, required=("id", "input", "target"))
-    dev_recs = read_jsonl(dev_path, required=("id", "input", "target"))[: cfg.dev_examples]
-    pool = index_by_id(train_recs, train_path)
-    tr_ret = dv_ret = None
-    if use_demos:
-        tr_ret = index_by_id(read_jsonl(train_retrieval, required=("id", "demo_ids")), str(train_retrieval))
-        dv_ret = index_by_id(read_jsonl(dev_retrieval, required=("id", "demo_ids")), str(dev_retrieval))
-    train_ex, train_stats = build_examples(encoder, train_recs, tr_ret, pool, n_demos, length, max_length)
-    dev_ex, dev_stats = build_examples(encoder, dev_recs, dv_ret, pool, n_demos, length, max_length)
-    say(f"{len(train_ex)} train / {len(dev_ex)} dev examples; truncation {train_stats} / {dev_stats}")
-
-    init = init_prompt(model, length, init=pcfg.get("init", "vocab"), seed=seed,
-                       init_vocab_size=int(pcfg.get("init_vocab_size", 5000)), init_text=pcfg.get("init_text"),
-                       init_file=pcfg.get("init_file"), tokenizer=tokenizer)
-    pad_id = tokenizer.pad_token_id
-    init_dev = dev_loss(model, init.to(device), dev_ex, cfg.batch_size, pad_id, device, precision)
-    say(f"dev loss of the initial prompt: {init_dev:.4f}")
-    result = train_prompt(model, init, train_ex, dev_ex, cfg, seed, pad_id, device, precision,
-                          checkpoint_dir=ckpt_dir, log=say, stop_after=stop_after)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "task": params.get("task"), "model": params.get("model"), "model_path": model_path, "method": method,
-        "prompt_length": length, "demo_source": params.get("demos"), "seed": seed, "n_demos": n_demos,
-        "steps": result.steps, "best_step": result.best_step, "best_dev_loss": result.best_dev_loss,
-        "final_dev_loss": result.final_dev_loss, "initial_dev_loss": init_dev,
-        "resumed_from_step": result.resumed_from, "train_seconds": result.seconds,
-        "train_target_tokens": result.train_target_tokens, "device": str(device), "precision": precision,
-        "max_length": max_length, "model_info": info, "n_train": len(train_ex), "n_dev": len(dev_ex),
-        "truncation": {"train": train_stats, "dev": dev_stats},
-        "checkpoint_key": ckpt_dir.name if ckpt_dir else None,
-        "provenance": provenance(params),
-    }
-    save_prompt(out / "prompt.safetensors", result.best_prompt,
-                {k: meta[k] for k in ("task", "model", "method", "prompt_length", "demo_source", "seed",
-                                      "best_step", "best_dev_loss")})
-    export_peft(out / "peft", result.best_prompt, model.config, base_model_name_or_path=model_path)
-    write_jsonl_atomic(out / "train_log.jsonl", result.log)
-    write_json_atomic(out / "meta.json", meta)
-    if ckpt_dir is not None and ckpt_dir.exists():
-        import shutil
-
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return meta
+    inputs = load_train_inputs(model_path=model_path, train_path=train_path, dev_path=dev_path, params=params,
+                               train_retrieval=train_retrieval, dev_retrieval=dev_retrieval,
+                               checkpoint_root=checkpoint_root, log=say)
+    outcome = run_training(inputs, log=say, stop_after=stop_after)
+    return write_train_outputs(out_dir, inputs, outcome, params, model_path)

@@ -1,7 +1,12 @@
 # Path templates, target lists, wildcard constraints and resource helpers shared by every stage.
 # Nothing here reads files: the DAG is a pure function of the validated config.
 
-import itertools
+import os
+import sys
+
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+from iclpt import codeversion, methods, runs  # noqa: E402
+from iclpt.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
 
 RUN = config["run"]
 RES = f"results/{RUN}"
@@ -16,7 +21,7 @@ DEMO_SOURCES = list(config["demos"]["sources"])
 RETRIEVERS = sorted(
     set(config["retrieval"]["retrievers"])
     | {DEMO_RETRIEVER}
-    | {t.get("demo_retriever", DEMO_RETRIEVER) for t in config["tasks"].values()}
+    | {t["demo_retriever"] for t in config["tasks"].values() if "demo_retriever" in t}
 )
 ENCODER = config["retrieval"]["encoder"]
 SPLITS = ["train", "dev", "test"]
@@ -35,12 +40,12 @@ CHECKPOINTS = RES + "/.checkpoints"
 
 
 wildcard_constraints:
-    task="|".join(["totto", "dart", "logic2text", "spider", "mtop"]),
+    task="|".join(TASK_REGISTRY),
     split="train|dev|test",
     model="[A-Za-z0-9][A-Za-z0-9_.-]*",
     encoder="[A-Za-z0-9][A-Za-z0-9_.-]*",
     retriever=r"dense|bm25|random_s\d+",
-    method=r"icl|pt|ipt|transfer_(totto|dart|logic2text|spider|mtop)",
+    method=methods.wildcard_pattern(list(TASK_REGISTRY)),
     length=r"\d+",
     demos="none|retrieved|random",
     seed=r"\d+",
@@ -70,41 +75,37 @@ def demo_retriever(demos, seed, task=None):
     """Retrieval file that supplies a run's demos: the task's (or the global) retriever, or the seeded random control."""
     if demos != "retrieved":
         return f"random_s{seed}"
-    return task_cfg(task).get("demo_retriever", DEMO_RETRIEVER) if task else DEMO_RETRIEVER
+    return task_cfg(task).get("demo_retriever", DEMO_RETRIEVER) if task else DEMO_RETRIEVER  # optional per task
 
 
-# ---- the runs the config expands to --------------------------------------------------------------
+# ---- the runs the config expands to (iclpt.runs, from the method registry) -------------------------
+PLAN = runs.plan(config)
+
+
 def train_runs():
     """(task, model, method, length, demos, seed) of every soft prompt to train."""
-    runs = set()
-    for task, model, seed in itertools.product(TASKS, MODELS, SEEDS):
-        lengths = LENGTHS if EXP["stability"] else [MAIN_LEN]
-        if "pt" in METHODS or EXP["transfer"]:
-            for L in lengths if "pt" in METHODS else [MAIN_LEN]:
-                runs.add((task, model, "pt", L, "none", seed))
-        if "ipt" in METHODS:
-            for L in lengths:
-                runs.add((task, model, "ipt", L, "retrieved", seed))
-            if EXP["similarity"] and "random" in DEMO_SOURCES:
-                runs.add((task, model, "ipt", MAIN_LEN, "random", seed))
-    return sorted(runs)
+    return PLAN.train
 
 
 def predict_runs():
     """(task, model, method, length, demos, seed) of every prediction file."""
-    runs = {r for r in train_runs() if r[2] in METHODS}
-    if "icl" in METHODS:
-        for task, model in itertools.product(TASKS, MODELS):
-            # retrieved demos make ICL deterministic: one run; random demos vary with the seed
-            runs.add((task, model, "icl", 0, "retrieved", SEEDS[0]))
-            if EXP["similarity"] and "random" in DEMO_SOURCES:
-                for seed in SEEDS:
-                    runs.add((task, model, "icl", 0, "random", seed))
-    if EXP["transfer"] and len(TASKS) > 1:
-        for src, tgt, model, seed in itertools.product(TASKS, TASKS, MODELS, SEEDS):
-            if src != tgt:
-                runs.add((tgt, model, f"transfer_{src}", MAIN_LEN, "retrieved", seed))
-    return sorted(runs)
+    return PLAN.predict
+
+
+def wc_run(wc):
+    """The Run of a job's wildcards (checked against the method registry)."""
+    run = runs.Run(wc.task, wc.model, wc.method, int(wc.length), wc.demos, int(wc.seed))
+    runs.check_run(run)
+    return run
+
+
+# ---- code versions: a rule's params carry the digest of the library modules its script runs ----------
+def code(script, task=None):
+    """Digest of the iclpt modules workflow/scripts/<script> imports, transitively (iclpt.codeversion).
+
+    Per task when `task` is given (other tasks' adapters left out). Snakemake reruns a job whose params changed,
+    so editing a library module reruns exactly the jobs whose code includes it."""
+    return codeversion.script_version(os.path.join(workflow.basedir, "workflow", "scripts", script), task=task)
 
 
 def fmt_run(template, run):

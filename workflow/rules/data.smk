@@ -1,18 +1,12 @@
 # Data stage: download the official data (tasks with `source: download`) and prepare each task's splits.
 #   results/<run>/data/<task>/{train,dev,test}.jsonl  (docs/architecture.md)  + prepare.json (counts, provenance)
-import os
-import sys
-
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-from iclpt.tasks import get_task  # noqa: E402
-
-DOWNLOAD_DIR = config.get("download_dir", "resources/downloads")
-DATA_ROOT = config.get("data_root", "../shared/data")
+DOWNLOAD_DIR = config["download_dir"]
+DATA_ROOT = config["data_root"]
 DOWNLOAD_MANIFEST = DOWNLOAD_DIR + "/{task}/manifest.json"
 
 
 def task_source(task):
-    return task_cfg(task).get("source", "local")
+    return task_cfg(task)["source"]
 
 
 def task_files(task):
@@ -35,8 +29,8 @@ def prepare_inputs(wildcards):
 
 
 def max_examples(task):
-    m = task_cfg(task).get("max_examples", {}) or {}
-    return {s: m.get(s) for s in SPLITS}
+    m = task_cfg(task)["max_examples"]
+    return {s: m.get(s) for s in SPLITS}  # a split without a limit keeps every example
 
 
 rule download:
@@ -44,6 +38,7 @@ rule download:
     output:
         manifest=DOWNLOAD_MANIFEST,
     params:
+        code=lambda wc: code("download.py", task=wc.task),
         task="{task}",
         base_url=os.environ.get("ICLPT_DOWNLOAD_BASE_URL") or None,
     log:
@@ -66,10 +61,12 @@ rule prepare:
         test=RES + "/data/{task}/test.jsonl",
         summary=RES + "/data/{task}/prepare.json",
     params:
+        code=lambda wc: code("prepare.py", task=wc.task),
+        task_version=lambda wc: get_task(wc.task).version,
         task="{task}",
         files=lambda wc: task_files(wc.task),
         max_examples=lambda wc: max_examples(wc.task),
-        data_seed=int(config.get("data_seed", 0)),
+        data_seed=int(config["data_seed"]),
         source=lambda wc: task_source(wc.task),
     log:
         RES + "/logs/prepare/{task}.log",

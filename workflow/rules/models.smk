@@ -2,19 +2,9 @@
 #   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, model.safetensors, tokenizer files)
 # Models with `path:` (hub id or folder) are loaded directly by train_prompt / predict; no rule runs for them.
 
-# defaults of the `build:` block (workflow/schemas/config.schema.yaml; nested defaults are not filled by validate)
-TINY_BUILD_DEFAULTS = {
-    "hidden_size": 64,
-    "num_layers": 2,
-    "num_heads": 2,
-    "vocab_size": 1000,
-    "max_positions": 1024,
-    "seed": 0,
-}
-
-
 def tiny_build(model):
-    return {**TINY_BUILD_DEFAULTS, **model_cfg(model)["build"]}
+    """The model's `build:` block (the schema filled its defaults at validation)."""
+    return dict(model_cfg(model)["build"])
 
 
 rule build_tiny_model:
@@ -26,6 +16,7 @@ rule build_tiny_model:
         weights=MODEL_DIR + "/model.safetensors",
         tokenizer=MODEL_DIR + "/tokenizer.json",
     params:
+        code=code("build_tiny_model.py"),
         build=lambda wc: tiny_build(wc.model),
     log:
         RES + "/logs/build_tiny_model/{model}.log",

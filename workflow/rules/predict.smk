@@ -5,45 +5,33 @@
 
 
 def predict_inputs(wc):
+    run = wc_run(wc)
     d = {"model": model_inputs(wc.model), "test": DATA.format(task=wc.task, split="test")}
-    if wc.method == "icl" and int(wc.length) != 0:
-        raise ValueError(f"predict: icl has no soft prompt; its length must be 0, got {wc.length}")
-    if (wc.method == "pt") != (wc.demos == "none"):
-        raise ValueError(f"predict: method {wc.method} with demos {wc.demos} (only pt takes none)")
-    if wc.demos != "none":
+    if run.demos != "none":
         d["train"] = DATA.format(task=wc.task, split="train")
         r = demo_retriever(wc.demos, wc.seed, wc.task)
         d["retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="test")
-    if wc.method in ("pt", "ipt"):
-        d["prompt"] = PROMPT_DIR.format(**dict(wc.items())) + "/prompt.safetensors"
-    elif wc.method.startswith("transfer_"):
-        src = wc.method[len("transfer_"):]
-        if src == wc.task:
-            raise ValueError(f"predict: transfer from {src} to itself")
-        d["prompt"] = PROMPT_DIR.format(task=src, model=wc.model, method="pt", length=wc.length, demos="none",
-                                        seed=wc.seed) + "/prompt.safetensors"
+    source = runs.prompt_source(run)
+    if source is not None:
+        d["prompt"] = fmt_run(PROMPT_DIR, source) + "/prompt.safetensors"
     return d
 
 
 def predict_params(wc):
+    run = wc_run(wc)
     text = task_text(wc.task)
-    p = config.get("predict", {})
+    p = config["predict"]
     return {
-        "task": wc.task,
-        "model": wc.model,
-        "method": wc.method,
-        "length": int(wc.length),
-        "demos": wc.demos,
-        "seed": int(wc.seed),
-        "n_demos": int(config["demos"]["n_demos"]) if wc.demos != "none" else 0,
+        **run.wildcards(),
+        "n_demos": methods.get_method(run.method).n_demos(run.demos, config["demos"]["n_demos"]),
         "input_label": text["input_label"],
         "output_label": text["output_label"],
         "max_new_tokens": text["max_new_tokens"],
-        "batch_size": int(p.get("batch_size", 16)),
-        "max_length": int(p.get("max_length", 1024)),
-        "max_examples": p.get("max_examples"),
-        "device": config.get("device", "auto"),
-        "precision": config.get("precision", "auto"),
+        "batch_size": int(p["batch_size"]),
+        "max_length": int(p["max_length"]),
+        "max_examples": p["max_examples"],
+        "device": config["device"],
+        "precision": config["precision"],
     }
 
 
@@ -56,6 +44,7 @@ rule predict:
     params:
         model_path=lambda wc: model_path(wc.model),
         job=predict_params,
+        code=lambda wc: code("predict.py", task=wc.task),
     log:
         RES + "/logs/predict/" + RUN_DIR + ".log",
     threads: res("predict", "threads", 2)

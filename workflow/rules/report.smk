@@ -13,7 +13,7 @@ SIM_MIN_PER_BUCKET = int(config["report"]["similarity_min_per_bucket"])
 
 
 def _exp(name):
-    return bool(EXP.get(name, True))
+    return bool(EXP[name])
 
 
 def similarity_control_run():
@@ -25,9 +25,9 @@ def transfer_run():
 
 
 def _bucket_runs():
-    """IPT (retrieved, main length) and PT (main length) runs, whose per-example scores E2 pairs."""
+    """IPT and PT runs in their main setting (main length), whose per-example scores E2 pairs."""
     return [r for r in predict_runs()
-            if r[3] == MAIN_LEN and ((r[2] == "ipt" and r[4] == "retrieved") or (r[2] == "pt" and r[4] == "none"))]
+            if r.method in ("ipt", "pt") and r.length == MAIN_LEN and r.demos == methods.METHODS[r.method].main_demos]
 
 
 def retrieval_summary_targets():
@@ -85,6 +85,8 @@ rule report_runs:
         metrics=metric_targets(),
     output:
         runs=report(TABLES + "/all_runs.csv", caption="../report/all_runs.rst", category="Runs"),
+    params:
+        code=code("report_runs.py"),
     localrule: True
     log:
         REPORT_LOGS + "/runs.log",
@@ -102,8 +104,9 @@ rule report_main:
         md=report(TABLES + "/main.md", caption="../report/main.rst", category="E1 main table"),
         tex=report(TABLES + "/main.tex", caption="../report/main.rst", category="E1 main table"),
     params:
+        code=code("report_main.py"),
         main_len=MAIN_LEN,
-        methods=[m for m in ("icl", "pt", "ipt") if m in METHODS],
+        methods=[m for m in methods.REPORT_ORDER if m in METHODS],
     localrule: True
     log:
         REPORT_LOGS + "/main.log",
@@ -118,6 +121,8 @@ rule report_retrieval:
         summaries=retrieval_summary_targets(),
     output:
         csv=report(TABLES + "/retrieval.csv", caption="../report/retrieval.rst", category="Retrieval"),
+    params:
+        code=code("report_retrieval.py"),
     localrule: True
     log:
         REPORT_LOGS + "/retrieval.log",
@@ -140,6 +145,7 @@ rule report_similarity:
                    category="E2 demo similarity"),
         pdf=report(FIGURES + "/similarity.pdf", caption="../report/similarity_fig.rst", category="E2 demo similarity"),
     params:
+        code=code("report_similarity.py"),
         main_len=MAIN_LEN,
         control_run=similarity_control_run(),
         n_buckets=SIM_BUCKETS,
@@ -165,6 +171,7 @@ rule report_stability:
                           category="E3 stability"),
         length_pdf=report(FIGURES + "/stability_length.pdf", caption="../report/stability_length.rst", category="E3 stability"),
     params:
+        code=code("report_stability.py"),
         main_len=MAIN_LEN,
     localrule: True
     log:
@@ -183,6 +190,7 @@ rule report_transfer:
         png=report(FIGURES + "/transfer.png", caption="../report/transfer_fig.rst", category="E4 transfer"),
         pdf=report(FIGURES + "/transfer.pdf", caption="../report/transfer_fig.rst", category="E4 transfer"),
     params:
+        code=code("report_transfer.py"),
         main_len=MAIN_LEN,
     localrule: True
     log:
@@ -199,6 +207,7 @@ rule report_findings:
     output:
         md=report(RES + "/findings.md", caption="../report/findings.rst", category="Findings"),
     params:
+        code=code("report_findings.py"),
         run=RUN,
         main_len=MAIN_LEN,
         threshold=FINDINGS_THRESHOLD,

@@ -3,16 +3,12 @@
 #   retrieve:          results/<run>/retrieval/<task>/<retriever>/<split>.jsonl     (k train demos per query)
 #   retrieval_summary: results/<run>/retrieval/<task>/<retriever>/summary.json
 # Embeddings are keyed by task x split x encoder only, so changing k or adding a retriever never re-embeds.
-import os
-import sys
-
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
 
-RETRIEVAL_CFG = config.get("retrieval", {})
-RETRIEVAL_K = int(RETRIEVAL_CFG.get("k", 8))
-ENCODER_PATH = RETRIEVAL_CFG.get("encoder_path", "sentence-transformers/all-MiniLM-L6-v2")
+RETRIEVAL_CFG = config["retrieval"]
+RETRIEVAL_K = int(RETRIEVAL_CFG["k"])
+ENCODER_PATH = RETRIEVAL_CFG["encoder_path"]
 RETRIEVAL_LOGS = RES + "/logs/retrieval"
 
 # Cheap parse-time checks: retriever names, k, sizes, and that the encoder path/package exists (no model load).
@@ -20,7 +16,7 @@ _check_retrieval_config(RETRIEVAL_CFG, retrieval_retrievers())
 
 
 def retrieval_device():
-    return config.get("device", "auto")
+    return config["device"]
 
 
 def retrieve_inputs(wc):
@@ -45,9 +41,10 @@ rule embed:
     output:
         emb=EMBED,
     params:
+        code=lambda wc: code("embed.py", task=wc.task),
         encoder=lambda wc: wc.encoder,
         encoder_path=ENCODER_PATH,
-        batch_size=int(RETRIEVAL_CFG.get("batch_size", 64)),
+        batch_size=int(RETRIEVAL_CFG["batch_size"]),
         device=retrieval_device(),
     log:
         RETRIEVAL_LOGS + "/embed/{task}/{encoder}/{split}.log",
@@ -69,6 +66,7 @@ rule retrieve:
     output:
         retrieval=RETRIEVAL,
     params:
+        code=lambda wc: code("retrieve.py", task=wc.task),
         task=lambda wc: wc.task,
         split=lambda wc: wc.split,
         retriever=lambda wc: wc.retriever,
@@ -76,7 +74,7 @@ rule retrieve:
         seed=retriever_seed,
         encoder=lambda wc: ENCODER if needs_embeddings(wc.retriever) else None,
         encoder_path=lambda wc: ENCODER_PATH if needs_embeddings(wc.retriever) else None,
-        block_size=int(RETRIEVAL_CFG.get("block_size", 4096)),
+        block_size=int(RETRIEVAL_CFG["block_size"]),
         device=retrieval_device(),
     log:
         RETRIEVAL_LOGS + "/retrieve/{task}/{retriever}/{split}.log",
@@ -99,6 +97,7 @@ rule retrieval_summary:
     output:
         summary=RETRIEVAL_SUMMARY,
     params:
+        code=lambda wc: code("retrieval_summary.py", task=wc.task),
         task=lambda wc: wc.task,
         retriever=lambda wc: wc.retriever,
         splits=SPLITS,

@@ -3,17 +3,14 @@ import os
 
 
 def task_metric_names(task):
-    """The task's metrics as declared by iclpt.tasks (imported lazily; local fallback until it exists)."""
-    from iclpt.metrics import task_metrics
-
-    return task_metrics(task)
+    """The task's metrics as declared by its module in iclpt.tasks (the first is the primary one)."""
+    return list(get_task(task).metrics)
 
 
 def spider_database_dir(task):
     """Folder holding <db_id>/<db_id>.sqlite: <data_root or download_dir>/<dir of the task's files>/database."""
     t = task_cfg(task)
-    base = config.get("download_dir", "resources/downloads") if t.get("source", "local") == "download" \
-        else config.get("data_root", "../shared/data")
+    base = config["download_dir"] if t["source"] == "download" else config["data_root"]
     return os.path.normpath(os.path.join(base, os.path.dirname(t["files"]["test"]), "database"))
 
 
@@ -27,6 +24,8 @@ rule score:
         metrics=PRED_DIR + "/metrics.json",
         scores=PRED_DIR + "/scores.jsonl",
     params:
+        code=lambda wc: code("score.py", task=wc.task),
+        task_version=lambda wc: get_task(wc.task).version,
         metrics=lambda wc: task_metric_names(wc.task),
         database_dir=lambda wc: spider_database_dir(wc.task)
         if "execution_accuracy" in task_metric_names(wc.task) else None,

@@ -2,14 +2,7 @@
 #   results/<run>/prompts/<task>/<model>/<method>/L<len>/<demos>/s<seed>/
 #     prompt.safetensors, meta.json, train_log.jsonl, peft/{adapter_config.json, adapter_model.safetensors}
 # Resumable: checkpoints under results/<run>/.checkpoints/<key> (key = hash of the job's params and inputs).
-import os
-import sys
-
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-from iclpt.tasks import get_task  # noqa: E402
-
 PROMPT_SETTINGS = ("init", "init_vocab_size", "init_text", "init_file")
-PROMPT_DEFAULTS = {"init": "vocab", "init_vocab_size": 5000, "init_text": None, "init_file": None}
 
 
 def task_text(task):
@@ -22,18 +15,14 @@ def task_text(task):
     }
 
 
-def prompt_settings():
-    p = config.get("prompt", {})
-    return {k: p.get(k, PROMPT_DEFAULTS[k]) for k in PROMPT_SETTINGS}
-
-
 def train_inputs(wc):
+    run = wc_run(wc)
     d = {
         "model": model_inputs(wc.model),
         "train": DATA.format(task=wc.task, split="train"),
         "dev": DATA.format(task=wc.task, split="dev"),
     }
-    if wc.method == "ipt":
+    if run.demos != "none":
         r = demo_retriever(wc.demos, wc.seed, wc.task)
         d["train_retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="train")
         d["dev_retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="dev")
@@ -41,23 +30,20 @@ def train_inputs(wc):
 
 
 def train_params(wc):
-    if (wc.method == "pt") != (wc.demos == "none"):
-        raise ValueError(f"train_prompt: method {wc.method} with demos {wc.demos} (pt takes none, ipt retrieved|random)")
+    run = wc_run(wc)
+    m = methods.get_method(run.method)
+    if not m.trains:
+        raise ValueError(f"train_prompt: method {run.method} trains no prompt")
     text = task_text(wc.task)
     return {
-        "task": wc.task,
-        "model": wc.model,
-        "method": wc.method,
-        "length": int(wc.length),
-        "demos": wc.demos,
-        "seed": int(wc.seed),
-        "n_demos": int(config["demos"]["n_demos"]) if wc.method == "ipt" else 0,
+        **run.wildcards(),
+        "n_demos": m.n_demos(run.demos, config["demos"]["n_demos"]),
         "input_label": text["input_label"],
         "output_label": text["output_label"],
-        "prompt": prompt_settings(),
-        "train": dict(config.get("train", {})),
-        "device": config.get("device", "auto"),
-        "precision": config.get("precision", "auto"),
+        "prompt": {k: config["prompt"][k] for k in PROMPT_SETTINGS},
+        "train": dict(config["train"]),
+        "device": config["device"],
+        "precision": config["precision"],
     }
 
 
@@ -72,11 +58,12 @@ rule train_prompt:
         peft_config=PROMPT_DIR + "/peft/adapter_config.json",
         peft_model=PROMPT_DIR + "/peft/adapter_model.safetensors",
     wildcard_constraints:
-        method="pt|ipt",
+        method="|".join(methods.trained_methods()),
     params:
         model_path=lambda wc: model_path(wc.model),
         checkpoint_root=CHECKPOINTS,
         job=train_params,
+        code=lambda wc: code("train_prompt.py", task=wc.task),
     log:
         RES + "/logs/train_prompt/" + RUN_DIR + ".log",
     threads: res("train_prompt", "threads", 2)

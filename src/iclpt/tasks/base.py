@@ -13,6 +13,7 @@ registering it in `iclpt.tasks.TASKS`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,11 +60,41 @@ def make_record(
     return {"id": rid, "split": split, "input": inp, "target": refs[0], "references": refs, "meta": meta}
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch. `name` is its file name (also the path under an overriding base URL).
+
+    archive: None (saved as `name`), "zip" or "tar.gz" (unpacked; `strip` is a leading folder removed from
+    every member, e.g. "spider_data/")."""
+
+    url: str
+    name: str
+    sha256: str | None = None
+    archive: str | None = None
+    strip: str = ""
+
+
+@dataclass(frozen=True)
+class DownloadSpec:
+    """Where a task's official data comes from (iclpt.download fetches it)."""
+
+    task: str
+    files: tuple[RemoteFile, ...]
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class Task:
-    """Base class of a task adapter. Subclasses set the class attributes and implement `load`."""
+    """Base class of a task adapter. Subclasses set the class attributes and implement `load`.
+
+    A task is one module: its adapter (`load`), its official download (`download`), its metrics (the first is
+    the primary one) with their answer normalisation (`normalize_answer`, used by exact match), and `version`
+    (bump it when the prepared data or the scoring of this task changes without a code change here)."""
 
     name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
     metrics: ClassVar[list[str]] = []
+    download: ClassVar[DownloadSpec | None] = None
     max_new_tokens: ClassVar[int] = 64
     input_label: ClassVar[str] = "Input"
     output_label: ClassVar[str] = "Output"
@@ -78,6 +109,10 @@ class Task:
 
         The prepare rule lists them as inputs so that editing them reruns the job."""
         return []
+
+    def normalize_answer(self, text: str) -> str:
+        """The string exact match compares: surrounding whitespace removed, inner runs collapsed to one space."""
+        return " ".join(str(text).split())
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"

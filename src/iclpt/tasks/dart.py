@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line, require_file
+from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_file
+
+_DART_URL = "https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1/"
 
 
 def linearize(triples: list[list[str]]) -> str:
@@ -81,11 +83,17 @@ def _read_xml_entries(path: Path) -> list[dict[str, Any]]:
 
 class DART(Task):
     name = "dart"
+    version = "1"
     metrics = ["bleu"]
     max_new_tokens = 64
     input_label = "Triples"
     output_label = "Text"
     description = "RDF triple set -> text"
+    download = DownloadSpec("dart", tuple(
+        RemoteFile(_DART_URL + n, n) for n in (
+            "dart-v1.1.1-full-train.json", "dart-v1.1.1-full-dev.json",
+            "dart-v1.1.1-full-test.json", "dart-v1.1.1-full-test.xml")
+    ), note="Yale-LILY/dart v1.1.1 (MIT)")
 
     def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
         check_split(split)

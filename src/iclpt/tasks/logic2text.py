@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line, require_fields, require_file
+from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_fields, require_file
 
 log = logging.getLogger(__name__)
+
+_L2T_URL = "https://raw.githubusercontent.com/czyssrs/Logic2Text/master/dataset/"
 
 
 def linearize(topic: str, logic_str: str) -> str:
@@ -55,11 +57,15 @@ def _read_lines(path: Path) -> list[str]:
 
 class Logic2Text(Task):
     name = "logic2text"
+    version = "1"
     metrics = ["bleu"]
     max_new_tokens = 64
     input_label = "Logic"
     output_label = "Sentence"
     description = "logical form over a table (+ caption) -> one sentence"
+    download = DownloadSpec("logic2text", tuple(
+        RemoteFile(_L2T_URL + n, n) for n in ("train.json", "valid.json", "test.json")
+    ), note="czyssrs/Logic2Text dataset/ (MIT)")
 
     def side_files(self, split: str, path: Path) -> list[Path]:
         path = Path(path)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_jsonl
-from iclpt.tasks.base import Task, check_split, make_id, make_record, require_file
+from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, require_file
 
 
 def _read_tsv(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -40,11 +40,15 @@ def _read_tsv(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 class MTOP(Task):
     name = "mtop"
+    version = "1"
     metrics = ["exact_match"]
     max_new_tokens = 96
     input_label = "Utterance"
     output_label = "Parse"
     description = "utterance -> decoupled logical form"
+    download = DownloadSpec("mtop", (
+        RemoteFile("https://dl.fbaipublicfiles.com/mtop/mtop.zip", "mtop.zip", archive="zip"),
+    ), note="official MTOP release, https://fb.me/mtop_dataset (CC BY-SA 4.0)")
 
     def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
         check_split(split)

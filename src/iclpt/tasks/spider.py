@@ -17,11 +17,12 @@ Ids: `spider-<split>-<index>`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import Task, check_split, make_id, make_record, one_line, require_fields
+from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_fields
 
 
 def normalize_sql(sql: str) -> str:
@@ -48,6 +49,18 @@ def normalize_sql(sql: str) -> str:
     return text if "\n" not in text and "\r" not in text else one_line(text)
 
 
+_SQL_PUNCT = re.compile(r"\s*(<=|>=|!=|<>|==|=|<|>|\(|\)|,)\s*")
+
+
+def sql_match_key(sql: str) -> str:
+    """The string Spider's string exact match compares: lowercase, `"` -> `'`, no trailing `;`, spaced
+    punctuation and operators, collapsed whitespace (not the official component-wise exact-set match)."""
+    s = str(sql).strip().lower().replace('"', "'")
+    s = s.rstrip().rstrip(";").rstrip()
+    s = _SQL_PUNCT.sub(lambda m: f" {m.group(1)} ", s)
+    return " ".join(s.split())
+
+
 def serialize_schema(db: dict[str, Any]) -> str:
     tables = db["table_names_original"]
     cols: list[list[str]] = [[] for _ in tables]
@@ -72,11 +85,19 @@ def load_tables(path: Path) -> dict[str, dict[str, Any]]:
 
 class Spider(Task):
     name = "spider"
+    version = "1"
     metrics = ["exact_match", "execution_accuracy"]
     max_new_tokens = 128
     input_label = "Question"
     output_label = "SQL"
     description = "question + database schema -> SQL"
+    download = DownloadSpec("spider", (
+        RemoteFile("https://drive.usercontent.google.com/download?id=1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J"
+                   "&export=download&confirm=t", "spider_data.zip", archive="zip"),
+    ), note="official Spider 1.0 release linked from https://yale-lily.github.io/spider (CC BY-SA 4.0)")
+
+    def normalize_answer(self, text: str) -> str:
+        return sql_match_key(text)
 
     def tables_path(self, path: Path) -> Path:
         return Path(path).with_name("tables.json")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_jsonl
-from iclpt.tasks.base import Task, check_split, make_record, one_line
+from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_record, one_line
 
 
 def _grid(table: list[list[dict[str, Any]]], where: str) -> tuple[dict, dict]:
@@ -109,11 +109,15 @@ def linearize(example: dict[str, Any], where: str = "<totto>") -> str:
 
 class ToTTo(Task):
     name = "totto"
+    version = "1"
     metrics = ["bleu"]
     max_new_tokens = 64
     input_label = "Table"
     output_label = "Sentence"
     description = "highlighted table cells (+ page and section title) -> one sentence"
+    download = DownloadSpec("totto", (
+        RemoteFile("https://storage.googleapis.com/totto-public/totto_data.zip", "totto_data.zip", archive="zip"),
+    ), note="official ToTTo release (CC BY-SA 3.0)")
 
     def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
         check_split(split)
