@@ -2,15 +2,18 @@
 #   snakemake --cores 8                          # the paper run (config/config.yaml)
 #   snakemake --cores 2 --configfile config/demo.yaml
 import os
+import sys
 
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# The iclpt library (src/) is importable by every job, in this env, a conda env (--sdm conda) or on a cluster node.
+# The iclpt library (src/) is importable here and by every job, in this env, a conda env or on a cluster node.
 _SRC = os.path.join(workflow.basedir, "src")
-if _SRC not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p)
+sys.path.insert(0, _SRC)
+from iclpt.jobenv import export_pythonpath  # noqa: E402
+
+export_pythonpath(_SRC)
 
 
 # The paper run is the default; a --configfile replaces it (it is not merged into it).

@@ -1,4 +1,5 @@
-# Path templates, target lists, wildcard constraints and resource helpers shared by every stage.
+# Path templates, run lists, wildcard constraints, resource helpers and every stage's input/params functions.
+# The stage files (data.smk, ..., report.smk) hold rules only (snakemake --lint: no rules mixed with functions).
 # Nothing here reads files: the DAG is a pure function of the validated config.
 
 import os
@@ -6,6 +7,8 @@ import sys
 
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from iclpt import codeversion, methods, runs  # noqa: E402
+from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
+from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
 from iclpt.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
 
 RUN = config["run"]
@@ -28,15 +31,15 @@ SPLITS = ["train", "dev", "test"]
 EXP = config["experiments"]
 
 # ---- path templates (docs/architecture.md) ---------------------------------------------------
-DATA = RES + "/data/{task}/{split}.jsonl"
-MODEL_DIR = RES + "/models/{model}"
-EMBED = RES + "/retrieval/{task}/embed/{encoder}/{split}.npy"
-RETRIEVAL = RES + "/retrieval/{task}/{retriever}/{split}.jsonl"
-RETRIEVAL_SUMMARY = RES + "/retrieval/{task}/{retriever}/summary.json"
+DATA = f"{RES}/data/{{task}}/{{split}}.jsonl"
+MODEL_DIR = f"{RES}/models/{{model}}"
+EMBED = f"{RES}/retrieval/{{task}}/embed/{{encoder}}/{{split}}.npy"
+RETRIEVAL = f"{RES}/retrieval/{{task}}/{{retriever}}/{{split}}.jsonl"
+RETRIEVAL_SUMMARY = f"{RES}/retrieval/{{task}}/{{retriever}}/summary.json"
 RUN_DIR = "{task}/{model}/{method}/L{length}/{demos}/s{seed}"
-PROMPT_DIR = RES + "/prompts/" + RUN_DIR
-PRED_DIR = RES + "/predictions/" + RUN_DIR
-CHECKPOINTS = RES + "/.checkpoints"
+PROMPT_DIR = f"{RES}/prompts/{RUN_DIR}"
+PRED_DIR = f"{RES}/predictions/{RUN_DIR}"
+CHECKPOINTS = f"{RES}/.checkpoints"
 
 
 wildcard_constraints:
@@ -68,7 +71,7 @@ def model_path(model):
 def model_inputs(model):
     """The built model folder is a DAG input; hub ids and external folders are not."""
     m = model_cfg(model)
-    return [MODEL_DIR.format(model=model) + "/config.json"] if "build" in m else []
+    return [f"{MODEL_DIR.format(model=model)}/config.json"] if "build" in m else []
 
 
 def demo_retriever(demos, seed, task=None):
@@ -134,15 +137,15 @@ def retrieval_targets():
 
 
 def prompt_targets():
-    return [fmt_run(PROMPT_DIR, r) + "/prompt.safetensors" for r in train_runs()]
+    return [f"{fmt_run(PROMPT_DIR, r)}/prompt.safetensors" for r in train_runs()]
 
 
 def prediction_targets():
-    return [fmt_run(PRED_DIR, r) + "/predictions.jsonl" for r in predict_runs()]
+    return [f"{fmt_run(PRED_DIR, r)}/predictions.jsonl" for r in predict_runs()]
 
 
 def metric_targets():
-    return [fmt_run(PRED_DIR, r) + "/metrics.json" for r in predict_runs()]
+    return [f"{fmt_run(PRED_DIR, r)}/metrics.json" for r in predict_runs()]
 
 
 # ---- resources -------------------------------------------------------------------------------------
@@ -156,9 +159,267 @@ def mem_mb(rule_name, default):
     return lambda wildcards, attempt: base * attempt
 
 
-def all_targets():
-    """Everything the config asks for. report_targets() lives in report.smk."""
-    out = data_targets() + retrieval_targets() + prompt_targets() + metric_targets()
-    if "report_targets" in globals():
-        out += report_targets()
+# ---- data stage (data.smk) ----------------------------------------------------
+#   results/<run>/data/<task>/{train,dev,test}.jsonl  (docs/architecture.md)  + prepare.json (counts, provenance)
+DOWNLOAD_DIR = config["download_dir"]
+DATA_ROOT = config["data_root"]
+DOWNLOAD_MANIFEST = f"{DOWNLOAD_DIR}/{{task}}/manifest.json"
+
+
+def task_source(task):
+    return task_cfg(task)["source"]
+
+
+def task_files(task):
+    """{split: path} of the task's official files: under data_root (local) or download_dir/<task> (download)."""
+    root = os.path.join(DOWNLOAD_DIR, task) if task_source(task) == "download" else DATA_ROOT
+    return {s: os.path.join(root, task_cfg(task)["files"][s]) for s in SPLITS}
+
+
+def prepare_inputs(wildcards):
+    """Local: every file the adapter reads (edits rerun the job). Download: the download's manifest."""
+    task = wildcards.task
+    if task_source(task) == "download":
+        return {"manifest": DOWNLOAD_MANIFEST.format(task=task)}
+    files = task_files(task)
+    adapter = get_task(task)
+    out = {s: files[s] for s in SPLITS}
+    side = sorted({str(p) for s in SPLITS for p in adapter.side_files(s, files[s])})
+    out.update({f"side{i}": p for i, p in enumerate(side)})
     return out
+
+
+def max_examples(task):
+    m = task_cfg(task)["max_examples"]
+    return {s: m.get(s) for s in SPLITS}  # a split without a limit keeps every example
+
+
+# ---- models stage (models.smk) ------------------------------------------------
+#   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, model.safetensors, tokenizer files)
+# Models with `path:` (hub id or folder) are loaded directly by train_prompt / predict; no rule runs for them.
+
+def tiny_build(model):
+    """The model's `build:` block (the schema filled its defaults at validation)."""
+    return dict(model_cfg(model)["build"])
+
+
+# ---- retrieval stage (retrieval.smk) ------------------------------------------
+#   embed:             results/<run>/retrieval/<task>/embed/<encoder>/<split>.npy   (float32, L2-normalised)
+#   retrieve:          results/<run>/retrieval/<task>/<retriever>/<split>.jsonl     (k train demos per query)
+#   retrieval_summary: results/<run>/retrieval/<task>/<retriever>/summary.json
+# Embeddings are keyed by task x split x encoder only, so changing k or adding a retriever never re-embeds.
+RETRIEVAL_CFG = config["retrieval"]
+RETRIEVAL_K = int(RETRIEVAL_CFG["k"])
+ENCODER_PATH = RETRIEVAL_CFG["encoder_path"]
+RETRIEVAL_LOGS = f"{RES}/logs/retrieval"
+
+# Cheap parse-time checks: retriever names, k, sizes, and that the encoder path/package exists (no model load).
+_check_retrieval_config(RETRIEVAL_CFG, retrieval_retrievers())
+
+
+def retrieval_device():
+    return config["device"]
+
+
+def retrieve_inputs(wc):
+    d = {
+        "queries": DATA.format(task=wc.task, split=wc.split),
+        "train": DATA.format(task=wc.task, split="train"),
+    }
+    if needs_embeddings(wc.retriever):
+        d["query_emb"] = EMBED.format(task=wc.task, encoder=ENCODER, split=wc.split)
+        d["train_emb"] = EMBED.format(task=wc.task, encoder=ENCODER, split="train")
+    return d
+
+
+def retriever_seed(wc):
+    return parse_retriever(wc.retriever)[1]
+
+
+# ---- train stage (train.smk) --------------------------------------------------
+#   results/<run>/prompts/<task>/<model>/<method>/L<len>/<demos>/s<seed>/
+#     prompt.safetensors, meta.json, train_log.jsonl, peft/{adapter_config.json, adapter_model.safetensors}
+# Resumable: checkpoints under results/<run>/.checkpoints/<key> (key = hash of the job's params and inputs).
+PROMPT_SETTINGS = ("init", "init_vocab_size", "init_text", "init_file")
+
+
+def task_text(task):
+    """The task's template labels and decoding budget (adapter values; tasks.<task>.max_new_tokens overrides)."""
+    t = get_task(task)
+    return {
+        "input_label": t.input_label,
+        "output_label": t.output_label,
+        "max_new_tokens": int(task_cfg(task).get("max_new_tokens") or t.max_new_tokens),
+    }
+
+
+def train_inputs(wc):
+    run = wc_run(wc)
+    d = {
+        "model": model_inputs(wc.model),
+        "train": DATA.format(task=wc.task, split="train"),
+        "dev": DATA.format(task=wc.task, split="dev"),
+    }
+    if run.demos != "none":
+        r = demo_retriever(wc.demos, wc.seed, wc.task)
+        d["train_retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="train")
+        d["dev_retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="dev")
+    return d
+
+
+def train_params(wc):
+    run = wc_run(wc)
+    m = methods.get_method(run.method)
+    if not m.trains:
+        raise ValueError(f"train_prompt: method {run.method} trains no prompt")
+    text = task_text(wc.task)
+    return {
+        **run.wildcards(),
+        "n_demos": m.n_demos(run.demos, config["demos"]["n_demos"]),
+        "input_label": text["input_label"],
+        "output_label": text["output_label"],
+        "prompt": {k: config["prompt"][k] for k in PROMPT_SETTINGS},
+        "train": dict(config["train"]),
+        "device": config["device"],
+        "precision": config["precision"],
+    }
+
+
+# ---- predict stage (predict.smk) ----------------------------------------------
+#   results/<run>/predictions/<task>/<model>/<method>/L<len>/<demos>/s<seed>/predictions.jsonl
+# method: icl (L0, no prompt), pt / ipt (the prompt trained with the same wildcards), transfer_<src> (the prompt
+# trained by pt on <src> with the same model, length and seed, demos of the target task).
+
+
+def predict_inputs(wc):
+    run = wc_run(wc)
+    d = {"model": model_inputs(wc.model), "test": DATA.format(task=wc.task, split="test")}
+    if run.demos != "none":
+        d["train"] = DATA.format(task=wc.task, split="train")
+        r = demo_retriever(wc.demos, wc.seed, wc.task)
+        d["retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="test")
+    source = runs.prompt_source(run)
+    if source is not None:
+        d["prompt"] = f"{fmt_run(PROMPT_DIR, source)}/prompt.safetensors"
+    return d
+
+
+def predict_params(wc):
+    run = wc_run(wc)
+    text = task_text(wc.task)
+    p = config["predict"]
+    return {
+        **run.wildcards(),
+        "n_demos": methods.get_method(run.method).n_demos(run.demos, config["demos"]["n_demos"]),
+        "input_label": text["input_label"],
+        "output_label": text["output_label"],
+        "max_new_tokens": text["max_new_tokens"],
+        "batch_size": int(p["batch_size"]),
+        "max_length": int(p["max_length"]),
+        "max_examples": p["max_examples"],
+        "device": config["device"],
+        "precision": config["precision"],
+    }
+
+
+# ---- score stage (score.smk) --------------------------------------------------
+def task_metric_names(task):
+    """The task's metrics as declared by its module in iclpt.tasks (the first is the primary one)."""
+    return list(get_task(task).metrics)
+
+
+def spider_database_dir(task):
+    """Folder holding <db_id>/<db_id>.sqlite: <data_root or download_dir>/<dir of the task's files>/database."""
+    t = task_cfg(task)
+    base = config["download_dir"] if t["source"] == "download" else config["data_root"]
+    return os.path.normpath(os.path.join(base, os.path.dirname(t["files"]["test"]), "database"))
+
+
+SCORE_EXEC_TIMEOUT_S = float(config["score"]["exec_timeout_s"])
+
+
+# ---- report stage (report.smk) ------------------------------------------------
+# Every output is wrapped in report() so `snakemake --report results/<run>/report.html` bundles it.
+
+TABLES = f"{RES}/tables"
+FIGURES = f"{RES}/figures"
+REPORT_LOGS = f"{RES}/logs/report"
+#: [choice] findings thresholds: a criterion holds when the fraction of cells exceeds it; fewer cells = no data
+FINDINGS_THRESHOLD = float(config["report"]["findings_threshold"])
+FINDINGS_MIN_CELLS = int(config["report"]["findings_min_cells"])
+#: [choice] E2 similarity buckets (quantiles of the top demo's similarity), at least this many examples each
+SIM_BUCKETS = int(config["report"]["similarity_buckets"])
+SIM_MIN_PER_BUCKET = int(config["report"]["similarity_min_per_bucket"])
+
+
+def _exp(name):
+    return bool(EXP[name])
+
+
+def similarity_control_run():
+    return _exp("similarity") and "random" in DEMO_SOURCES
+
+
+def transfer_run():
+    return _exp("transfer") and len(TASKS) > 1
+
+
+def _bucket_runs():
+    """IPT and PT runs in their main setting (main length), whose per-example scores E2 pairs."""
+    return [r for r in predict_runs()
+            if r.method in ("ipt", "pt") and r.length == MAIN_LEN and r.demos == methods.METHODS[r.method].main_demos]
+
+
+def retrieval_summary_targets():
+    return [RETRIEVAL_SUMMARY.format(task=t, retriever=r) for t in TASKS for r in retrieval_retrievers()]
+
+
+def _main_outputs():
+    return [f"{TABLES}/main.csv", f"{TABLES}/main.md", f"{TABLES}/main.tex"]
+
+
+def _similarity_outputs():
+    return [f"{TABLES}/similarity.csv", f"{TABLES}/similarity_buckets.csv",
+            f"{FIGURES}/similarity.png", f"{FIGURES}/similarity.pdf"]
+
+
+def _stability_outputs():
+    return [f"{TABLES}/stability.csv", f"{FIGURES}/stability_seeds.png", f"{FIGURES}/stability_seeds.pdf",
+            f"{FIGURES}/stability_length.png", f"{FIGURES}/stability_length.pdf"]
+
+
+def _transfer_outputs():
+    return [f"{TABLES}/transfer.csv", f"{FIGURES}/transfer.png", f"{FIGURES}/transfer.pdf"]
+
+
+def report_targets():
+    """Every report output the config asks for (common.smk's all_targets() adds these)."""
+    out = [f"{TABLES}/all_runs.csv", f"{TABLES}/retrieval.csv", f"{RES}/findings.md"]
+    if _exp("main"):
+        out += _main_outputs()
+    if _exp("similarity"):
+        out += _similarity_outputs()
+    if _exp("stability"):
+        out += _stability_outputs()
+    if transfer_run():
+        out += _transfer_outputs()
+    return out
+
+
+def _findings_inputs():
+    d = {"runs": f"{TABLES}/all_runs.csv"}
+    if _exp("main"):
+        d["main"] = f"{TABLES}/main.csv"
+    if _exp("similarity"):
+        d["similarity"] = f"{TABLES}/similarity.csv"
+        d["buckets"] = f"{TABLES}/similarity_buckets.csv"
+    if _exp("stability"):
+        d["stability"] = f"{TABLES}/stability.csv"
+    if transfer_run():
+        d["transfer"] = f"{TABLES}/transfer.csv"
+    return d
+
+
+def all_targets():
+    """Everything the config asks for."""
+    return data_targets() + retrieval_targets() + prompt_targets() + metric_targets() + report_targets()

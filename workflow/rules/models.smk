@@ -1,25 +1,17 @@
 # models stage: tiny random models built offline for the demo and sample configs (docs/architecture.md).
-#   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, model.safetensors, tokenizer files)
-# Models with `path:` (hub id or folder) are loaded directly by train_prompt / predict; no rule runs for them.
-
-def tiny_build(model):
-    """The model's `build:` block (the schema filled its defaults at validation)."""
-    return dict(model_cfg(model)["build"])
-
-
 rule build_tiny_model:
     """Train a byte-level BPE tokenizer on the run's train text and save a seeded random GPT-2/OPT/BLOOM."""
     input:
         train=sorted(DATA.format(task=t, split="train") for t in TASKS),
     output:
-        config=MODEL_DIR + "/config.json",
-        weights=MODEL_DIR + "/model.safetensors",
-        tokenizer=MODEL_DIR + "/tokenizer.json",
+        config=f"{MODEL_DIR}/config.json",
+        weights=f"{MODEL_DIR}/model.safetensors",
+        tokenizer=f"{MODEL_DIR}/tokenizer.json",
     params:
         code=code("build_tiny_model.py"),
         build=lambda wc: tiny_build(wc.model),
     log:
-        RES + "/logs/build_tiny_model/{model}.log",
+        f"{RES}/logs/build_tiny_model/{{model}}.log",
     threads: 1
     resources:
         mem_mb=mem_mb("build_tiny_model", 2000),

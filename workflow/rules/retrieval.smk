@@ -1,39 +1,4 @@
 # Retrieval stage (docs/architecture.md):
-#   embed:             results/<run>/retrieval/<task>/embed/<encoder>/<split>.npy   (float32, L2-normalised)
-#   retrieve:          results/<run>/retrieval/<task>/<retriever>/<split>.jsonl     (k train demos per query)
-#   retrieval_summary: results/<run>/retrieval/<task>/<retriever>/summary.json
-# Embeddings are keyed by task x split x encoder only, so changing k or adding a retriever never re-embeds.
-from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
-from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
-
-RETRIEVAL_CFG = config["retrieval"]
-RETRIEVAL_K = int(RETRIEVAL_CFG["k"])
-ENCODER_PATH = RETRIEVAL_CFG["encoder_path"]
-RETRIEVAL_LOGS = RES + "/logs/retrieval"
-
-# Cheap parse-time checks: retriever names, k, sizes, and that the encoder path/package exists (no model load).
-_check_retrieval_config(RETRIEVAL_CFG, retrieval_retrievers())
-
-
-def retrieval_device():
-    return config["device"]
-
-
-def retrieve_inputs(wc):
-    d = {
-        "queries": DATA.format(task=wc.task, split=wc.split),
-        "train": DATA.format(task=wc.task, split="train"),
-    }
-    if needs_embeddings(wc.retriever):
-        d["query_emb"] = EMBED.format(task=wc.task, encoder=ENCODER, split=wc.split)
-        d["train_emb"] = EMBED.format(task=wc.task, encoder=ENCODER, split="train")
-    return d
-
-
-def retriever_seed(wc):
-    return parse_retriever(wc.retriever)[1]
-
-
 rule embed:
     """Encode the linearised inputs of one split with the sentence encoder (cached per task x split x encoder)."""
     input:
@@ -47,7 +12,7 @@ rule embed:
         batch_size=int(RETRIEVAL_CFG["batch_size"]),
         device=retrieval_device(),
     log:
-        RETRIEVAL_LOGS + "/embed/{task}/{encoder}/{split}.log",
+        f"{RETRIEVAL_LOGS}/embed/{{task}}/{{encoder}}/{{split}}.log",
     threads: res("embed", "threads", 2)
     resources:
         mem_mb=mem_mb("embed", 4000),
@@ -77,7 +42,7 @@ rule retrieve:
         block_size=int(RETRIEVAL_CFG["block_size"]),
         device=retrieval_device(),
     log:
-        RETRIEVAL_LOGS + "/retrieve/{task}/{retriever}/{split}.log",
+        f"{RETRIEVAL_LOGS}/retrieve/{{task}}/{{retriever}}/{{split}}.log",
     threads: res("retrieve", "threads", 2)
     resources:
         mem_mb=mem_mb("retrieve", 4000),
@@ -92,8 +57,8 @@ rule retrieve:
 rule retrieval_summary:
     """Similarity quantiles per split and how often the first demo's input equals the query's."""
     input:
-        **{f"retrieval_{s}": RES + "/retrieval/{task}/{retriever}/" + s + ".jsonl" for s in SPLITS},
-        **{f"data_{s}": RES + "/data/{task}/" + s + ".jsonl" for s in SPLITS},
+        **{f"retrieval_{s}": f"{RES}/retrieval/{{task}}/{{retriever}}/{s}.jsonl" for s in SPLITS},
+        **{f"data_{s}": f"{RES}/data/{{task}}/{s}.jsonl" for s in SPLITS},
     output:
         summary=RETRIEVAL_SUMMARY,
     params:
@@ -102,7 +67,7 @@ rule retrieval_summary:
         retriever=lambda wc: wc.retriever,
         splits=SPLITS,
     log:
-        RETRIEVAL_LOGS + "/summary/{task}/{retriever}.log",
+        f"{RETRIEVAL_LOGS}/summary/{{task}}/{{retriever}}.log",
     threads: 1
     resources:
         mem_mb=mem_mb("retrieval_summary", 2000),
