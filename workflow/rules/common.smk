@@ -11,6 +11,7 @@ from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E40
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
 from iclpt.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
 
+SCRIPTS_DIR = os.path.normpath(os.path.join(workflow.current_basedir, "..", "scripts"))
 RUN = config["run"]
 RES = f"results/{RUN}"
 TASKS = list(config["tasks"])
@@ -108,7 +109,7 @@ def code(script, task=None):
 
     Per task when `task` is given (other tasks' adapters left out). Snakemake reruns a job whose params changed,
     so editing a library module reruns exactly the jobs whose code includes it."""
-    return codeversion.script_version(os.path.join(workflow.basedir, "workflow", "scripts", script), task=task)
+    return codeversion.script_version(os.path.join(SCRIPTS_DIR, script), task=task)
 
 
 def fmt_run(template, run):

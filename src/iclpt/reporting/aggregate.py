@@ -12,6 +12,16 @@ import numpy as np
 import pandas as pd
 
 from iclpt.io import DataError, PathLike, read_json, read_jsonl
+from iclpt.methods import METHODS, REPORT_ORDER, get_method, label, split_name, trained_methods
+
+#: the methods the reports list by default: every non-family method, in the registry's report order
+DEFAULT_METHODS: tuple[str, ...] = tuple(n for n in REPORT_ORDER if not METHODS[n].family)
+#: the baselines (zero-shot): shown next to the other methods in E2 and E4 when they were run
+BASELINES: tuple[str, ...] = tuple(n for n in DEFAULT_METHODS if METHODS[n].baseline)
+#: the methods E2 runs with retrieved and with random demos (ICL, IPT)
+E2_METHODS: tuple[str, ...] = tuple(n for n in DEFAULT_METHODS if "random" in METHODS[n].demos)
+#: the methods the findings are about: E2b pairs IPT with PT; E4's beats_* columns compare with ICL and PT
+ICL, PT, IPT = "icl", "pt", "ipt"
 
 #: when a metrics.json names no primary metric, the first of these it has is used
 PRIMARY_PREFERENCE = ("bleu", "exact_match", "execution_accuracy")
@@ -117,23 +127,29 @@ def _select(runs: pd.DataFrame, method: str, length: int | None, demos: str) -> 
     return runs[m]
 
 
-def main_runs(runs: pd.DataFrame, main_len: int, methods: Sequence[str] = ("icl", "pt", "ipt")) -> pd.DataFrame:
-    """The E1 selection: ICL L0 retrieved, PT L=main none, IPT L=main retrieved."""
+def main_setting(name: str, main_len: int) -> tuple[int, str]:
+    """(prompt length, demo source) of a method's main setting; UnknownMethodError for an unknown name."""
+    m = get_method(name)
+    return m.length(main_len), m.main_demos
+
+
+def select_main(runs: pd.DataFrame, name: str, main_len: int) -> pd.DataFrame:
+    """The runs of one method in its main setting (the registry's length and first demo source)."""
+    length, demos = main_setting(name, main_len)
+    return _select(runs, name, length, demos)
+
+
+def main_runs(runs: pd.DataFrame, main_len: int, methods: Sequence[str] = DEFAULT_METHODS) -> pd.DataFrame:
+    """The E1 selection: each method in its main setting (e.g. ICL L0 retrieved, PT L=main none)."""
+    settings = {name: main_setting(name, main_len) for name in methods}  # unknown names raise first
     if runs.empty:
         return runs
-    parts = []
-    for method in methods:
-        if method == "icl":
-            parts.append(_select(runs, "icl", 0, "retrieved"))
-        elif method == "pt":
-            parts.append(_select(runs, "pt", main_len, "none"))
-        else:
-            parts.append(_select(runs, method, main_len, "retrieved"))
+    parts = [_select(runs, name, length, demos) for name, (length, demos) in settings.items()]
     return pd.concat(parts, ignore_index=True) if parts else runs.iloc[0:0]
 
 
-def main_table(runs: pd.DataFrame, main_len: int, methods: Sequence[str] = ("icl", "pt", "ipt")) -> pd.DataFrame:
-    """E1: task, model, method, metric, n_seeds, mean, std, min, max."""
+def main_table(runs: pd.DataFrame, main_len: int, methods: Sequence[str] = DEFAULT_METHODS) -> pd.DataFrame:
+    """E1: task, model, method, metric, n_seeds, mean, std, min, max (methods in the given order)."""
     cols = ["task", "model", "method", "metric"]
     sel = main_runs(runs, main_len, methods)
     if sel.empty:
@@ -144,41 +160,71 @@ def main_table(runs: pd.DataFrame, main_len: int, methods: Sequence[str] = ("icl
     return out.sort_values(["task", "model", "_o", "metric"]).drop(columns="_o").reset_index(drop=True)
 
 
+def baseline_means(runs: pd.DataFrame, main_len: int) -> dict[str, pd.DataFrame]:
+    """{baseline: task, model, metric, <baseline>_mean} of each baseline that has runs (mean over seeds)."""
+    out = {}
+    for name in BASELINES:
+        sel = select_main(runs, name, main_len)
+        if not sel.empty:
+            s = summarize(sel, ["task", "model", "metric"])
+            out[name] = s[["task", "model", "metric", "mean"]].rename(columns={"mean": f"{name}_mean"})
+    return out
+
+
+def _with_baselines(res: pd.DataFrame, runs: pd.DataFrame, main_len: int, key: Sequence[str]) -> list[str]:
+    """Add each present baseline's mean to res (in place, matched on key); the added column names."""
+    added = []
+    for name, b in baseline_means(runs, main_len).items():
+        col = f"{name}_mean"
+        b = b.rename(columns={"task": key[0]})
+        res[col] = res[list(key)].merge(b, on=list(key), how="left")[col].to_numpy()
+        added.append(col)
+    return added
+
+
 # ---- E2 -----------------------------------------------------------------------------------------------------
 def similarity_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
-    """E2a: ICL and IPT with retrieved vs random demos, per task x model x metric.
+    """E2a: the methods run with retrieved and random demos (ICL, IPT), per task x model x metric.
 
     Columns: task, model, method, metric, {retrieved,random}_{n_seeds,mean,std}, diff (retrieved - random), note.
+    When a baseline (zero-shot: no prompt, no demos) was run, a `zeroshot_mean` column after random_std gives its
+    score on the row's task x model x metric (the same on the ICL and the IPT row); without it the columns are
+    exactly the ones above.
     """
     cols = ["task", "model", "method", "metric"]
     out_cols = cols + [f"{s}_{c}" for s in ("retrieved", "random") for c in ("n_seeds", "mean", "std")]
-    out_cols += ["diff", "note"]
     if runs.empty:
-        return pd.DataFrame(columns=out_cols)
-    parts = []
-    for method, length in (("icl", 0), ("ipt", main_len)):
-        for demos in ("retrieved", "random"):
-            sel = _select(runs, method, length, demos)
-            if sel.empty:
-                continue
-            s = summarize(sel, cols)
-            s["demos"] = demos
-            parts.append(s)
-    if not parts:
-        return pd.DataFrame(columns=out_cols)
-    long = pd.concat(parts, ignore_index=True)
+        return pd.DataFrame(columns=out_cols + ["diff", "note"])
+    long = _demo_summaries(runs, main_len, cols)
+    if long.empty:
+        return pd.DataFrame(columns=out_cols + ["diff", "note"])
     res = long[cols].drop_duplicates().reset_index(drop=True)
     for s in ("retrieved", "random"):
         part = long[long["demos"] == s][cols + ["n_seeds", "mean", "std"]]
         part = part.rename(columns={c: f"{s}_{c}" for c in ("n_seeds", "mean", "std")})
         res = res.merge(part, on=cols, how="left")
+    out_cols += _with_baselines(res, runs, main_len, cols[:2] + cols[3:])
     res["diff"] = res["retrieved_mean"] - res["random_mean"]
     res["note"] = ""
     res.loc[res["random_mean"].isna(), "note"] = "no random-demo runs"
     res.loc[res["retrieved_mean"].isna(), "note"] = "no retrieved-demo runs"
     for c in ("retrieved_n_seeds", "random_n_seeds"):
         res[c] = res[c].fillna(0).astype(int)
-    return res[out_cols].sort_values(cols).reset_index(drop=True)
+    return res[out_cols + ["diff", "note"]].sort_values(cols).reset_index(drop=True)
+
+
+def _demo_summaries(runs: pd.DataFrame, main_len: int, cols: list[str]) -> pd.DataFrame:
+    """Seed summaries of each E2 method with retrieved and with random demos (long: + 'demos')."""
+    parts = []
+    for name in E2_METHODS:
+        for demos in ("retrieved", "random"):
+            sel = _select(runs, name, METHODS[name].length(main_len), demos)
+            if sel.empty:
+                continue
+            s = summarize(sel, cols)
+            s["demos"] = demos
+            parts.append(s)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def load_per_example(pred_dirs: Iterable[PathLike], need_demo_scores: bool = True) -> pd.DataFrame:
@@ -217,8 +263,8 @@ def gain_by_bucket(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4,
     """
     if per_example.empty:
         return pd.DataFrame(columns=BUCKET_COLS)
-    ipt = _select(per_example, "ipt", main_len, "retrieved")
-    pt = _select(per_example, "pt", main_len, "none")
+    ipt = select_main(per_example, IPT, main_len)
+    pt = select_main(per_example, PT, main_len)
     out = []
     for (task, model, metric), ipt_c in ipt.groupby(["task", "model", "metric"], sort=True):
         pt_c = pt[(pt["task"] == task) & (pt["model"] == model) & (pt["metric"] == metric)]
@@ -256,13 +302,24 @@ def gain_by_bucket(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4,
 
 
 # ---- E3 -----------------------------------------------------------------------------------------------------
+def stability_runs(runs: pd.DataFrame, length: int | None = None) -> pd.DataFrame:
+    """The trained methods (PT, IPT) with their main demo source, at every length (or only at `length`).
+
+    Rows keep the order of `runs`."""
+    keep = pd.Series(False, index=runs.index)
+    for name in trained_methods():
+        keep |= (runs["method"] == name) & (runs["demos"] == METHODS[name].main_demos)
+    if length is not None:
+        keep &= runs["length"] == length
+    return runs[keep]
+
+
 def stability_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
     """E3: PT (demos none) and IPT (retrieved) at every prompt length: seed summary; `main` marks L = main."""
     cols = ["task", "model", "method", "length", "metric"]
     if runs.empty:
         return pd.DataFrame(columns=cols + SUMMARY_COLS + ["main"])
-    sel = pd.concat([runs[(runs["method"] == "pt") & (runs["demos"] == "none")],
-                     runs[(runs["method"] == "ipt") & (runs["demos"] == "retrieved")]], ignore_index=True)
+    sel = stability_runs(runs)
     if sel.empty:
         return pd.DataFrame(columns=cols + SUMMARY_COLS + ["main"])
     out = summarize(sel, cols)
@@ -273,49 +330,79 @@ def stability_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
 # ---- E4 -----------------------------------------------------------------------------------------------------
 TRANSFER_COLS = ["model", "target", "metric", "source", "kind", "n_seeds", "mean", "std", "icl_mean", "pt_mean",
                  "ipt_mean", "beats_icl", "beats_pt"]
+_KEY = ["model", "target", "metric"]
+
+
+def reference_label(name: str) -> str:
+    """The E4 reference row of a method run on the target, e.g. 'ICL (target)'."""
+    return f"{label(name)} (target)"
+
+
+def _family_runs(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
+    """Runs of a method family (a source task's PT prompt on the target) in its main setting, + 'source'."""
+    split = runs["method"].map(split_name)  # an unknown method raises UnknownMethodError
+    fam = split.map(lambda ms: ms[1] is not None)
+    sel = runs[fam.astype(bool)]
+    if sel.empty:
+        return sel.assign(source=pd.Series(dtype=str))
+    setting = sel["method"].map(lambda n: main_setting(n, main_len))
+    keep = (sel["length"] == setting.str[0]) & (sel["demos"] == setting.str[1])
+    return sel[keep].assign(source=split[fam.astype(bool)][keep].str[1]).rename(columns={"task": "target"})
+
+
+def _references(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
+    """Reference rows: each non-family method in its main setting on the target ('<label> (target)')."""
+    refs = []
+    for name in DEFAULT_METHODS:
+        sel = select_main(runs, name, main_len).rename(columns={"task": "target"})
+        if sel.empty:
+            continue
+        r = summarize(sel, _KEY)
+        r["source"], r["kind"], r["_method"] = reference_label(name), "reference", name
+        refs.append(r)
+    return pd.concat(refs, ignore_index=True) if refs else pd.DataFrame(columns=_KEY + SUMMARY_COLS + [
+        "source", "kind", "_method"])
+
+
+def _mean_columns(ref: pd.DataFrame) -> list[str]:
+    """'<method>_mean' of each non-family method: baselines only when run, then the others always (as before)."""
+    present = set(ref["_method"])
+    return [f"{n}_mean" for n in DEFAULT_METHODS if n in present or not METHODS[n].baseline]
+
+
+def _beats(out: pd.DataFrame, col: str) -> np.ndarray:
+    ok = out[col].notna() & out["mean"].notna() & (out["kind"] == "transfer")
+    return np.where(ok, (out["mean"] > out[col]).astype(object), None)
 
 
 def transfer_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
     """E4: [P_source][demo_target][input_target] per (source, target, model), with reference rows.
 
-    Reference rows (kind = reference): 'ICL (target)', 'PT (target)', 'IPT (target)'. beats_* compare a transfer
-    row's mean over seeds with the reference means (empty when a reference is missing).
+    Reference rows (kind = reference): '<label> (target)' of every non-family method run on the target: 'ICL
+    (target)', 'PT (target)', 'IPT (target)' and, when run, the baseline 'Zero-shot (target)'. The '<method>_mean'
+    columns repeat those means on every row: icl_mean, pt_mean, ipt_mean always, zeroshot_mean (before icl_mean)
+    only when zero-shot was run. beats_* compare a transfer row's mean over seeds with the ICL / PT means (empty
+    when a reference is missing).
     """
     if runs.empty:
         return pd.DataFrame(columns=TRANSFER_COLS)
-    tr = runs[runs["method"].str.startswith("transfer_") & (runs["demos"] == "retrieved")
-              & (runs["length"] == main_len)].copy()
+    tr = _family_runs(runs, main_len)
     if tr.empty:
         return pd.DataFrame(columns=TRANSFER_COLS)
-    tr["source"] = tr["method"].str.slice(len("transfer_"))
-    tr = tr.rename(columns={"task": "target"})
-    s = summarize(tr, ["model", "target", "metric", "source"])
+    s = summarize(tr, _KEY + ["source"])
     s["kind"] = "transfer"
-    refs = []
-    for label, method, length, demos in (("ICL (target)", "icl", 0, "retrieved"),
-                                         ("PT (target)", "pt", main_len, "none"),
-                                         ("IPT (target)", "ipt", main_len, "retrieved")):
-        sel = _select(runs, method, length, demos).rename(columns={"task": "target"})
-        if sel.empty:
-            continue
-        r = summarize(sel, ["model", "target", "metric"])
-        r["source"] = label
-        r["kind"] = "reference"
-        refs.append(r)
-    ref = pd.concat(refs, ignore_index=True) if refs else pd.DataFrame(columns=list(s.columns))
-    ref = ref[ref.set_index(["model", "target", "metric"]).index.isin(s.set_index(["model", "target", "metric"]).index)]
-    out = pd.concat([s, ref], ignore_index=True)
-    key = ["model", "target", "metric"]
-    for label, col in (("ICL (target)", "icl_mean"), ("PT (target)", "pt_mean"), ("IPT (target)", "ipt_mean")):
-        m = ref[ref["source"] == label][key + ["mean"]].rename(columns={"mean": col})
-        out = out.merge(m, on=key, how="left") if not m.empty else out.assign(**{col: np.nan})
-    out["beats_icl"] = np.where(out["icl_mean"].notna() & out["mean"].notna() & (out["kind"] == "transfer"),
-                                (out["mean"] > out["icl_mean"]).astype(object), None)
-    out["beats_pt"] = np.where(out["pt_mean"].notna() & out["mean"].notna() & (out["kind"] == "transfer"),
-                               (out["mean"] > out["pt_mean"]).astype(object), None)
+    ref = _references(runs, main_len)
+    ref = ref[ref.set_index(_KEY).index.isin(s.set_index(_KEY).index)]
+    out = pd.concat([s, ref.drop(columns="_method")], ignore_index=True)
+    mean_cols = _mean_columns(ref)
+    for col in mean_cols:
+        m = ref[ref["_method"] == col[: -len("_mean")]][_KEY + ["mean"]].rename(columns={"mean": col})
+        out = out.merge(m, on=_KEY, how="left") if not m.empty else out.assign(**{col: np.nan})
+    out["beats_icl"] = _beats(out, f"{ICL}_mean")
+    out["beats_pt"] = _beats(out, f"{PT}_mean")
     out["_k"] = (out["kind"] == "reference").astype(int)
-    out = out.sort_values(["model", "target", "metric", "_k", "source"]).drop(columns="_k")
-    return out[TRANSFER_COLS].reset_index(drop=True)
+    out = out.sort_values(_KEY + ["_k", "source"]).drop(columns="_k")
+    return out[TRANSFER_COLS[:8] + mean_cols + TRANSFER_COLS[-2:]].reset_index(drop=True)
 
 
 # ---- retrieval summaries --------------------------------------------------------------------------------------

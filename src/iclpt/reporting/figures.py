@@ -20,8 +20,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from iclpt.io import PathLike, atomic_open  # noqa: E402
-
-METHOD_COLORS = {"icl": "#7f7f7f", "pt": "#1f77b4", "ipt": "#d62728"}
+from iclpt.methods import color, label, trained_methods  # noqa: E402
+from iclpt.reporting.aggregate import (  # noqa: E402
+    BASELINES,
+    DEFAULT_METHODS,
+    E2_METHODS,
+    reference_label,
+    stability_runs,
+)
 
 
 def save_figure(fig: plt.Figure, paths: Sequence[PathLike], dpi: int = 150) -> None:
@@ -62,31 +68,56 @@ def _panel_row(n: int, figsize: tuple[float, float], *, empty: bool, title: str,
     return fig, axes
 
 
+def _baseline_marks(ax: plt.Axes, table: pd.DataFrame, cells: list[tuple], x: np.ndarray, span: float) -> None:
+    """A dashed horizontal segment across each cell's bar group at every baseline's score ('<baseline>_mean')."""
+    for name in BASELINES:
+        col = f"{name}_mean"
+        if col not in table.columns:
+            continue
+        vals = table.groupby(["task", "model", "metric"], sort=False)[col].first()
+        first = True
+        for xi, cell in zip(x, cells):
+            v = vals.get(cell, np.nan)
+            if v is None or math.isnan(float(v)):
+                continue
+            ax.plot([xi - span / 2, xi + span / 2], [v, v], color=color(name), linestyle="--", linewidth=1.6,
+                    zorder=4, label=label(name) if first else None)
+            first = False
+
+
+def _demo_bars(ax: plt.Axes, s: pd.DataFrame) -> None:
+    """Grouped bars: each E2 method with retrieved and random demos (mean ± std) per task x model cell."""
+    cells = list(dict.fromkeys(zip(s["task"], s["model"], s["metric"])))
+    series = [(method, demos) for method in E2_METHODS for demos in ("retrieved", "random")]
+    width = 0.8 / len(series)
+    x = np.arange(len(cells))
+    for i, (method, demos) in enumerate(series):
+        sub = s[s["method"] == method].set_index(["task", "model", "metric"])
+        means = [sub.loc[c, f"{demos}_mean"] if c in sub.index else np.nan for c in cells]
+        stds = [sub.loc[c, f"{demos}_std"] if c in sub.index else np.nan for c in cells]
+        stds = [0 if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in stds]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+               label=f"{label(method)} {demos}", color=color(method), alpha=1.0 if demos == "retrieved" else 0.45,
+               hatch=None if demos == "retrieved" else "//", edgecolor="black", linewidth=0.4)
+    _baseline_marks(ax, s, cells, x, 0.8)
+    ax.set_xticks(x, [f"{t}\n{m}\n({me})" for t, m, me in cells], fontsize=8)
+    ax.legend(fontsize=8)
+
+
 def fig_similarity(sim: pd.DataFrame, buckets: pd.DataFrame, primary: dict[str, str],
                    note: str = "") -> plt.Figure:
-    """Left: retrieved vs random demos for ICL and IPT (mean ± std). Right: IPT - PT gain per similarity bucket."""
+    """Left: retrieved vs random demos for ICL and IPT (mean ± std; a dashed 'Zero-shot' segment per group when
+    the baseline was run). Right: IPT - PT gain per similarity bucket."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     s = _primary_only(sim, primary)
     ax1.set_title("E2: retrieved vs random demonstrations")
     ax1.set_xlabel("task / model (primary metric)")
     ax1.set_ylabel("score (0–100), mean ± std over seeds")
     if s.empty:
-        _no_data(ax1, note or "no ICL/IPT runs with retrieved and random demos")
+        names = "/".join(label(n) for n in E2_METHODS)
+        _no_data(ax1, note or f"no {names} runs with retrieved and random demos")
     else:
-        cells = list(dict.fromkeys(zip(s["task"], s["model"], s["metric"])))
-        series = [("icl", "retrieved"), ("icl", "random"), ("ipt", "retrieved"), ("ipt", "random")]
-        width = 0.8 / len(series)
-        x = np.arange(len(cells))
-        for i, (method, demos) in enumerate(series):
-            sub = s[s["method"] == method].set_index(["task", "model", "metric"])
-            means = [sub.loc[c, f"{demos}_mean"] if c in sub.index else np.nan for c in cells]
-            stds = [sub.loc[c, f"{demos}_std"] if c in sub.index else np.nan for c in cells]
-            stds = [0 if (v is None or (isinstance(v, float) and math.isnan(v))) else v for v in stds]
-            ax1.bar(x + (i - 1.5) * width, means, width, yerr=stds, capsize=2, label=f"{method.upper()} {demos}",
-                    color=METHOD_COLORS[method], alpha=1.0 if demos == "retrieved" else 0.45,
-                    hatch=None if demos == "retrieved" else "//", edgecolor="black", linewidth=0.4)
-        ax1.set_xticks(x, [f"{t}\n{m}\n({me})" for t, m, me in cells], fontsize=8)
-        ax1.legend(fontsize=8)
+        _demo_bars(ax1, s)
     b = _primary_only(buckets, primary)
     ax2.set_title("E2: IPT − PT gain by top-demo similarity bucket")
     ax2.set_xlabel("similarity quantile bucket of the test example's top demo (1 = least similar)")
@@ -114,9 +145,7 @@ def fig_stability_seeds(runs: pd.DataFrame, main_len: int, primary: dict[str, st
     ax.set_ylabel("score (0–100), one point per seed")
     sel = runs
     if not runs.empty:
-        sel = _primary_only(runs[(runs["length"] == main_len) & (
-            ((runs["method"] == "pt") & (runs["demos"] == "none"))
-            | ((runs["method"] == "ipt") & (runs["demos"] == "retrieved")))], primary).dropna(subset=["value"])
+        sel = _primary_only(stability_runs(runs, main_len), primary).dropna(subset=["value"])
     if sel.empty:
         _no_data(ax, "no PT/IPT runs at the main prompt length")
         fig.tight_layout()
@@ -124,16 +153,16 @@ def fig_stability_seeds(runs: pd.DataFrame, main_len: int, primary: dict[str, st
     cells = list(dict.fromkeys(zip(sel["task"], sel["model"], sel["metric"])))
     rng = np.random.default_rng(0)  # jitter only
     for i, cell in enumerate(cells):
-        for j, method in enumerate(("pt", "ipt")):
+        for j, method in enumerate(trained_methods()):
             v = sel[(sel["task"] == cell[0]) & (sel["model"] == cell[1]) & (sel["method"] == method)]["value"]
             if v.empty:
                 continue
             pos = i + (j - 0.5) * 0.35
             ax.boxplot([v.to_numpy()], positions=[pos], widths=0.28, showfliers=False,
-                       patch_artist=True, boxprops={"facecolor": METHOD_COLORS[method], "alpha": 0.35},
+                       patch_artist=True, boxprops={"facecolor": color(method), "alpha": 0.35},
                        medianprops={"color": "black"})
-            ax.scatter(pos + rng.uniform(-0.06, 0.06, len(v)), v, color=METHOD_COLORS[method], s=14, zorder=3,
-                       label=method.upper() if i == 0 else None)
+            ax.scatter(pos + rng.uniform(-0.06, 0.06, len(v)), v, color=color(method), s=14, zorder=3,
+                       label=label(method) if i == 0 else None)
     ax.set_xticks(range(len(cells)), [f"{t}\n{m}\n({me})" for t, m, me in cells], fontsize=8)
     ax.set_xlim(-0.6, len(cells) - 0.4)
     ax.legend(fontsize=8)
@@ -153,14 +182,14 @@ def fig_stability_length(stab: pd.DataFrame, primary: dict[str, str]) -> plt.Fig
     for ax, task in zip(axes, tasks):
         sub = s[s["task"] == task]
         for k, model in enumerate(sorted(sub["model"].unique())):
-            for method in ("pt", "ipt"):
+            for method in trained_methods():
                 d = sub[(sub["model"] == model) & (sub["method"] == method)].sort_values("length")
                 if d.empty:
                     continue
                 x, m, sd = d["length"].to_numpy(), d["mean"].to_numpy(float), d["std"].fillna(0).to_numpy(float)
-                ax.plot(x, m, marker="o", linestyle=styles[k % len(styles)], color=METHOD_COLORS[method],
-                        label=f"{method.upper()} {model}")
-                ax.fill_between(x, m - sd, m + sd, color=METHOD_COLORS[method], alpha=0.18)
+                ax.plot(x, m, marker="o", linestyle=styles[k % len(styles)], color=color(method),
+                        label=f"{label(method)} {model}")
+                ax.fill_between(x, m - sd, m + sd, color=color(method), alpha=0.18)
         if sub["length"].nunique() > 1 and sub["length"].min() > 0:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -175,7 +204,8 @@ def fig_stability_length(stab: pd.DataFrame, primary: dict[str, str]) -> plt.Fig
 
 # ---- E4 -----------------------------------------------------------------------------------------------------------
 def fig_transfer(transfer: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
-    """Heatmap per model: rows = source task (+ ICL/PT/IPT on the target), columns = target task.
+    """Heatmap per model: rows = source task (+ the reference methods on the target, in report order: the
+    'Zero-shot (target)' baseline first when it was run, then ICL/PT/IPT), columns = target task.
 
     Colours are normalised per target column (targets use different metrics); numbers are the raw means.
     """
@@ -189,7 +219,7 @@ def fig_transfer(transfer: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
         sub = t[t["model"] == model]
         targets = sorted(sub["target"].unique())
         sources = sorted(sub[sub["kind"] == "transfer"]["source"].unique())
-        refs = [r for r in ("ICL (target)", "PT (target)", "IPT (target)") if r in set(sub["source"])]
+        refs = [r for r in map(reference_label, DEFAULT_METHODS) if r in set(sub["source"])]
         rows = sources + refs
         vals = np.full((len(rows), len(targets)), np.nan)
         for i, r in enumerate(rows):

@@ -13,6 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from iclpt.methods import label
+from iclpt.reporting.aggregate import BASELINES, ICL, IPT, PT
+
 SUPPORTED, NOT_SUPPORTED, MIXED, NO_DATA, NOT_RUN = (
     "supported", "not supported", "mixed", "not enough data", "not run")
 
@@ -48,6 +51,23 @@ def _primary_rows(df: pd.DataFrame, primary: dict[str, str], task_col: str = "ta
     return df[df[task_col].map(primary) == df["metric"]]
 
 
+def _baseline_lines(df: pd.DataFrame, task_col: str, ref_col: str, ref_name: str) -> list[str]:
+    """One line per baseline run (zero-shot): its score per task x model next to the compared reference's.
+
+    Reported only: the verdicts never use it. Empty when the table has no '<baseline>_mean' column."""
+    lines = []
+    for name in BASELINES:
+        col = f"{name}_mean"
+        if col not in df.columns:
+            continue
+        d = df.dropna(subset=[col]).groupby([task_col, "model"], sort=True)[[col, ref_col]].first()
+        if d.empty:
+            continue
+        cells = "; ".join(f"{t} / {mo} {_fmt(r[col])} ({ref_name} {_fmt(r[ref_col])})" for (t, mo), r in d.iterrows())
+        lines.append(f"- {label(name)} baseline (no soft prompt, no demos; reported only): {cells}")
+    return lines
+
+
 def finding1(main: pd.DataFrame, similarity: pd.DataFrame | None, buckets: pd.DataFrame | None,
              primary: dict[str, str], min_cells: int = 2, threshold: float = 0.5,
              similarity_run: bool = True) -> dict[str, Any]:
@@ -57,9 +77,9 @@ def finding1(main: pd.DataFrame, similarity: pd.DataFrame | None, buckets: pd.Da
     ipt_beats = []
     if not m.empty:
         piv = m.pivot_table(index=["task", "model"], columns="method", values="mean", aggfunc="first")
-        if {"ipt", "pt"} <= set(piv.columns):
-            d = piv.dropna(subset=["ipt", "pt"])
-            ipt_beats = list(d["ipt"] > d["pt"])
+        if {IPT, PT} <= set(piv.columns):
+            d = piv.dropna(subset=[IPT, PT])
+            ipt_beats = list(d[IPT] > d[PT])
     lines.append(f"- IPT > PT (main setting) in {sum(ipt_beats)}/{len(ipt_beats)} task × model cells "
                  f"(fraction {_fmt(_frac(ipt_beats))}); the paper says IPT does not *always* beat PT.")
     # (a) gain in the most vs least similar bucket
@@ -85,23 +105,26 @@ def finding1(main: pd.DataFrame, similarity: pd.DataFrame | None, buckets: pd.Da
     s_b = NOT_RUN if not similarity_run else NO_DATA
     ret_gt_rand = {}
     sim = _primary_rows(similarity, primary) if similarity is not None else pd.DataFrame()
-    for method in ("ipt", "icl"):
+    for method in (IPT, ICL):
         flags = []
         if not sim.empty:
             d = sim[(sim["method"] == method)].dropna(subset=["retrieved_mean", "random_mean"])
             flags = list(d["retrieved_mean"] > d["random_mean"])
         ret_gt_rand[method] = flags
     if similarity_run:
-        s_b = _criterion(ret_gt_rand["ipt"], min_cells, threshold)
-    for method in ("ipt", "icl"):
+        s_b = _criterion(ret_gt_rand[IPT], min_cells, threshold)
+    for method in (IPT, ICL):
         f = ret_gt_rand[method]
-        lines.append(f"- {method.upper()} with retrieved > random demos in {sum(f)}/{len(f)} cells "
-                     f"(fraction {_fmt(_frac(f))})" + (f" → {s_b}" if method == "ipt" else " (reported only)"))
+        lines.append(f"- {label(method)} with retrieved > random demos in {sum(f)}/{len(f)} cells "
+                     f"(fraction {_fmt(_frac(f))})" + (f" → {s_b}" if method == IPT else " (reported only)"))
+    if not sim.empty and "retrieved_mean" in sim.columns:
+        icl_ret = sim["retrieved_mean"].where(sim["method"] == ICL)
+        lines += _baseline_lines(sim.assign(_ref=icl_ret), "task", "_ref", f"{label(ICL)} retrieved")
     if not similarity_run:
         lines.append("- The random-demo control was not run (experiments.similarity false or no 'random' source).")
     status = _combine([s_a, s_b])
     return {"status": status, "ipt_beats_pt": ipt_beats, "top_gt_bottom": top_gt_bottom,
-            "retrieved_gt_random_ipt": ret_gt_rand["ipt"], "retrieved_gt_random_icl": ret_gt_rand["icl"],
+            "retrieved_gt_random_ipt": ret_gt_rand[IPT], "retrieved_gt_random_icl": ret_gt_rand[ICL],
             "criteria": {"buckets": s_a, "retrieved_vs_random": s_b}, "lines": lines}
 
 
@@ -117,8 +140,8 @@ def finding2(stability: pd.DataFrame | None, primary: dict[str, str], min_cells:
     if not s.empty:
         main = s[s["main"].astype(bool)]
         for (task, model), sub in main.groupby(["task", "model"], sort=True):
-            pt = sub[(sub["method"] == "pt") & (sub["n_seeds"] >= 2)]
-            ipt = sub[(sub["method"] == "ipt") & (sub["n_seeds"] >= 2)]
+            pt = sub[(sub["method"] == PT) & (sub["n_seeds"] >= 2)]
+            ipt = sub[(sub["method"] == IPT) & (sub["n_seeds"] >= 2)]
             if pt.empty or ipt.empty:
                 continue
             a, b = float(ipt["std"].iloc[0]), float(pt["std"].iloc[0])
@@ -127,14 +150,14 @@ def finding2(stability: pd.DataFrame | None, primary: dict[str, str], min_cells:
                          f"({int(ipt['n_seeds'].iloc[0])} / {int(pt['n_seeds'].iloc[0])} seeds)")
         for (task, model), sub in s.groupby(["task", "model"], sort=True):
             spreads = {}
-            for method in ("pt", "ipt"):
+            for method in (PT, IPT):
                 d = sub[sub["method"] == method].dropna(subset=["mean"])
                 if d["length"].nunique() >= 2:
                     spreads[method] = float(d["mean"].std(ddof=1))
             if len(spreads) == 2:
-                length_flags.append(spreads["ipt"] < spreads["pt"])
+                length_flags.append(spreads[IPT] < spreads[PT])
                 lines.append(f"  - {task} / {model}: std over prompt lengths of the seed mean IPT "
-                             f"{_fmt(spreads['ipt'])} vs PT {_fmt(spreads['pt'])}")
+                             f"{_fmt(spreads[IPT])} vs PT {_fmt(spreads[PT])}")
     s_seed = _criterion(seed_flags, min_cells, threshold)
     s_len = _criterion(length_flags, min_cells, threshold)
     head = [f"- Seeds: IPT std < PT std in {sum(seed_flags)}/{len(seed_flags)} task × model cells "
@@ -162,6 +185,8 @@ def finding3(transfer: pd.DataFrame | None, primary: dict[str, str], min_cells: 
              f"(fraction {_fmt(_frac(beats_icl))}) → {status}",
              f"- Transfer pairs beating PT trained on the target: {sum(beats_pt)}/{len(beats_pt)} "
              f"(fraction {_fmt(_frac(beats_pt))}) (reported only)"]
+    if not t.empty and f"{ICL}_mean" in t.columns:
+        lines += _baseline_lines(t, "target", f"{ICL}_mean", f"{label(ICL)} on the target")
     return {"status": status, "beats_icl": beats_icl, "beats_pt": beats_pt, "lines": lines}
 
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from iclpt.io import PathLike, atomic_open
-
-METHOD_LABELS = {"icl": "ICL", "pt": "PT", "ipt": "IPT"}
+from iclpt.methods import label
+from iclpt.reporting.aggregate import DEFAULT_METHODS
 
 
 def write_csv(df: pd.DataFrame, path: PathLike, float_format: str = "%.4f") -> None:
@@ -26,7 +26,9 @@ def _cell(mean: float, std: float, n: int, digits: int, pm: str) -> str:
 
 
 def _layout(main: pd.DataFrame, methods: Sequence[str]):
-    """(column keys [(task, metric)], row keys [(model, method)], {(row, col): (mean, std, n)})."""
+    """(column keys [(task, metric)], row keys [(model, method)], {(row, col): (mean, std, n)}).
+
+    Rows follow `methods` (the registry's report order by default: the zero-shot baseline first)."""
     cols = list(dict.fromkeys(zip(main["task"], main["metric"])))
     models = list(dict.fromkeys(main["model"]))
     order = {m: i for i, m in enumerate(methods)}
@@ -40,7 +42,7 @@ def _col_label(task: str, metric: str, multi: bool) -> str:
     return f"{task} ({metric})" if multi else task
 
 
-def render_main_md(main: pd.DataFrame, methods: Sequence[str] = ("icl", "pt", "ipt"), digits: int = 1) -> str:
+def render_main_md(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, digits: int = 1) -> str:
     """Tasks as columns, model x method as rows, 'mean ± std' over seeds (one seed: mean only)."""
     if main.empty:
         return "# E1 main results\n\nNo runs of the main configuration were found.\n"
@@ -52,7 +54,7 @@ def render_main_md(main: pd.DataFrame, methods: Sequence[str] = ("icl", "pt", "i
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for mo, me in rows:
         vals = [_cell(*cells.get(((mo, me), c), (math.nan, math.nan, 0)), digits, " ± ") for c in cols]
-        lines.append("| " + " | ".join([mo, METHOD_LABELS.get(me, me)] + vals) + " |")
+        lines.append("| " + " | ".join([mo, label(me)] + vals) + " |")
     ns = sorted(set(int(n) for n in main["n_seeds"]))
     lines += ["", f"Seeds per cell: {', '.join(map(str, ns))}.", ""]
     return "\n".join(lines)
@@ -66,7 +68,7 @@ def _tex_escape(s: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in str(s))
 
 
-def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = ("icl", "pt", "ipt"), digits: int = 1) -> str:
+def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, digits: int = 1) -> str:
     """A booktabs tabular: tasks (and metric) as columns, model x method rows, mean $\\pm$ std."""
     if main.empty:
         return "% E1 main results: no runs of the main configuration were found.\n"
@@ -87,7 +89,7 @@ def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = ("icl", "pt", "
         if prev is not None and mo != prev:
             out.append("\\midrule")
         vals = [_cell(*cells.get(((mo, me), c), (math.nan, math.nan, 0)), digits, " $\\pm$ ") for c in cols]
-        out.append(" & ".join([_tex_escape(mo) if mo != prev else "", METHOD_LABELS.get(me, me)] + vals) + " \\\\")
+        out.append(" & ".join([_tex_escape(mo) if mo != prev else "", _tex_escape(label(me))] + vals) + " \\\\")
         prev = mo
     out += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(out)
