@@ -59,24 +59,26 @@ def test_dense_matches_brute_force_and_block_size_is_irrelevant(n):
         idx, val = R.dense_topk(queries, corpus, 5, block_size=block)
         assert idx.tolist() == ref.tolist()
         assert (np.diff(val, axis=1) <= 0).all()
-    idx, _ = R.dense_topk(queries, corpus, 5, block_size=8, engine="torch")  # the CUDA code path, on CPU
+    idx, _ = R.dense_topk(queries, corpus, 5, block_size=8, engine="cpu", device="auto")
     assert idx.tolist() == ref.tolist()
     # a tiny byte budget forces one query row per block
     idx, _ = R.dense_topk(queries, corpus, 5, max_block_bytes=1)
     assert idx.tolist() == ref.tolist()
 
 
-@pytest.mark.parametrize("n", [10, 6000])  # 6000: the sub-chunk path of the top-k
+@pytest.mark.parametrize("n", [10, 6000])  # 6000: ties far beyond faiss's candidate window
 def test_dense_ties_go_to_the_lower_index(n):
     corpus = np.zeros((n, 4), dtype=np.float32)
     corpus[:, 0] = 1.0  # every train vector identical: all scores tie
-    for engine in ("auto", "torch"):
+    for engine in ("auto", "cpu"):
         idx, _ = R.dense_topk(corpus[:2], corpus, 4, exclude=[np.array([0]), np.array([1, 2])], engine=engine)
         assert idx.tolist() == [[1, 2, 3, 4], [0, 3, 4, 5]]
 
 
 def test_dense_exclusion_on_a_wide_corpus_matches_brute_force(monkeypatch):
-    monkeypatch.setattr(R, "CORPUS_CHUNK", 1024)  # several BLAS tiles per block, the last one ragged
+    from iclpt.retrieval import topk
+
+    monkeypatch.setattr(topk, "RESCORE_ROWS", 7)  # several rescoring products per block, the last one ragged
     rng = np.random.default_rng(1)
     n = 12000  # wide enough for the sub-chunk top-k; duplicates 100..109 form one group
     corpus = _unit(rng.standard_normal((n, 8)))
@@ -87,9 +89,50 @@ def test_dense_exclusion_on_a_wide_corpus_matches_brute_force(monkeypatch):
     for r, e in enumerate(exclude):
         exact[r, e] = -np.inf
     ref = np.argsort(-exact, axis=1, kind="stable")[:, :5]
-    for engine in ("auto", "torch"):
+    for engine in ("auto", "cpu"):
         idx, _ = R.dense_topk(corpus[rows], corpus, 5, exclude=exclude, block_size=64, engine=engine)
         assert idx.tolist() == ref.tolist()
+
+
+def _brute_topk(queries, corpus, k, exclude=None):
+    """numpy reference: float32 scores of one full product, -inf for excluded, stable sort (ties -> lower index)."""
+    scores = np.matmul(queries, corpus.T)
+    for r, e in enumerate(exclude or []):
+        scores[r, e] = -np.inf
+    idx = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(scores, idx, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_faiss_matches_brute_force_with_ties_and_exclusions(seed):
+    rng = np.random.default_rng(seed)
+    n, d = 3000, 16
+    # coarse coordinates make many exactly equal scores; duplicated rows make groups of identical vectors
+    corpus = _unit(np.round(rng.standard_normal((n, d)), 0) + (np.arange(d) == 0))
+    corpus[500:540] = corpus[500]
+    corpus[2990:] = corpus[7]
+    queries = np.concatenate([corpus[[500, 7, 3]], _unit(np.round(rng.standard_normal((60, d)), 0) + 0.1)])
+    exclude = [np.array(sorted(set(rng.choice(n, int(rng.integers(0, 50)), replace=False)) | {i}))
+               for i in range(len(queries))]
+    exclude[0] = np.arange(500, 530)  # half of a tied group excluded
+    for k in (1, 8, 40):
+        for ex in (None, exclude):
+            ref_i, ref_v = _brute_topk(queries, corpus, k, ex)
+            idx, val = R.dense_topk(queries, corpus, k, exclude=ex, block_size=16)
+            assert idx.tolist() == ref_i.tolist()
+            assert np.allclose(val, ref_v, rtol=0, atol=1e-6)  # float32 BLAS products: same up to rounding
+
+
+def test_topk_rows_ties_and_wide_rows():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, (20, 500)).astype(np.float32)  # massive ties
+    scores[3] = 0.0
+    scores[4, ::7] = -np.inf
+    ref = np.argsort(-scores, axis=1, kind="stable")[:, :6]
+    idx, val = R.topk_rows(scores, 6)
+    assert idx.tolist() == ref.tolist()
+    assert np.array_equal(val, np.take_along_axis(scores, ref, 1))
+    assert R.topk_rows(scores[:, :5], 5)[0].tolist() == np.argsort(-scores[:, :5], axis=1, kind="stable").tolist()
 
 
 def test_dense_exclusion_and_k_checks():

@@ -5,7 +5,7 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+sys.path.insert(0, os.path.normpath(os.path.join(workflow.current_basedir, "..", "..", "src")))
 from iclpt import codeversion, methods, runs  # noqa: E402
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
