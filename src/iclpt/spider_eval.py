@@ -60,6 +60,8 @@ Deliberate differences from the official evaluator:
 
 from __future__ import annotations
 
+from typing import Any
+
 from .spider_sql.execution import execution_match, remove_distinct, results_equal
 from .spider_sql.matching import exact_match_normalised, normalise, partial_scores
 from .spider_sql.parser import SqlParseError, parse_sql, tokenize
@@ -87,26 +89,26 @@ __all__ = [
 ]
 
 
+def _parse_pair(pred_sql: str, gold_sql: str, schema: SchemaLike) -> tuple[Any, Any]:
+    """(normalised prediction or None when it does not parse, normalised gold); a bad gold raises."""
+    spider_schema = as_schema(schema)
+    gold = normalise(parse_sql(gold_sql, spider_schema), spider_schema)
+    try:
+        return normalise(parse_sql(pred_sql, spider_schema), spider_schema), gold
+    except SqlParseError:
+        return None, gold
+
+
 def exact_set_match(pred_sql: str, gold_sql: str, schema: SchemaLike) -> bool:
     """Official exact set match; ``schema`` is a tables.json entry, SQLite path or SpiderSchema.
 
     Raises :class:`SqlParseError` when the gold itself does not parse.
     """
-    spider_schema = as_schema(schema)
-    gold = normalise(parse_sql(gold_sql, spider_schema), spider_schema)
-    try:
-        pred = normalise(parse_sql(pred_sql, spider_schema), spider_schema)
-    except SqlParseError:
-        return False
-    return exact_match_normalised(pred, gold)
+    pred, gold = _parse_pair(pred_sql, gold_sql, schema)
+    return pred is not None and exact_match_normalised(pred, gold)
 
 
 def partial_match_scores(pred_sql: str, gold_sql: str, schema: SchemaLike) -> dict[str, int] | None:
     """The official partial component scores (0/1 each); None if the prediction does not parse."""
-    spider_schema = as_schema(schema)
-    gold = normalise(parse_sql(gold_sql, spider_schema), spider_schema)
-    try:
-        pred = normalise(parse_sql(pred_sql, spider_schema), spider_schema)
-    except SqlParseError:
-        return None
-    return partial_scores(pred, gold)
+    pred, gold = _parse_pair(pred_sql, gold_sql, schema)
+    return None if pred is None else partial_scores(pred, gold)
