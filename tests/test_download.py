@@ -168,3 +168,57 @@ def test_rule_download_then_prepare(server, tmp_path, demo_data, repo_root):
         assert len((repo_root / target).read_text().splitlines()) == 20
     finally:
         shutil.rmtree(repo_root / "results" / run, ignore_errors=True)
+
+
+# ---- Google Drive routing ------------------------------------------------------------------------------
+def test_drive_url_goes_through_fetch_drive(tmp_path, monkeypatch, demo_data):
+    """Without base_url, the Spider spec's Drive URL is fetched by iclpt.gdrive.fetch_drive."""
+    import iclpt.gdrive
+    from iclpt.download import is_drive_url
+
+    archive = tmp_path / "spider_data.zip"
+    _spider_zip(archive, demo_data)
+    calls = []
+
+    def fake_fetch_drive(url, dest, timeout=60.0, opener=None):
+        calls.append((url, Path(dest).name))
+        Path(dest).write_bytes(archive.read_bytes())
+        return Path(dest)
+
+    monkeypatch.setattr(iclpt.gdrive, "fetch_drive", fake_fetch_drive)
+    manifest = json.loads(download_task("spider", tmp_path / "dl").read_text())
+    assert calls == [(get_spec("spider").files[0].url, "spider_data.zip")]
+    assert manifest["downloads"][0]["bytes"] == archive.stat().st_size
+    assert (tmp_path / "dl/spider/spider_data/dev.json").is_file()
+    assert is_drive_url("https://drive.google.com/uc?id=x&export=download")
+    assert is_drive_url("https://drive.usercontent.google.com/download?id=x")
+    assert not is_drive_url("https://storage.googleapis.com/totto-public/totto_data.zip")
+    assert not is_drive_url("https://example.org/drive.google.com/x")
+
+
+def test_drive_error_propagates_with_its_message(tmp_path, monkeypatch):
+    import iclpt.gdrive
+
+    def refuse(url, dest, timeout=60.0, opener=None):
+        raise iclpt.gdrive.GoogleDriveError("Google Drive refused file abc: download quota exceeded")
+
+    monkeypatch.setattr(iclpt.gdrive, "fetch_drive", refuse)
+    spec = DownloadSpec("drivetask", (RemoteFile("https://drive.google.com/uc?id=abc&export=download", "f.bin"),))
+    with pytest.raises(iclpt.gdrive.GoogleDriveError, match="download quota exceeded"):
+        download_spec(spec, tmp_path / "dl")
+    assert not (tmp_path / "dl/drivetask").exists() and _leftovers(tmp_path / "dl") == []
+
+
+def test_base_url_override_bypasses_drive(server, tmp_path, monkeypatch, demo_data):
+    """An overridden Drive URL is a plain mirror fetch: fetch_drive is not called."""
+    import iclpt.gdrive
+
+    www, base = server
+    _spider_zip(www / "spider_data.zip", demo_data)
+
+    def boom(*a, **k):
+        raise AssertionError("fetch_drive must not be used with base_url")
+
+    monkeypatch.setattr(iclpt.gdrive, "fetch_drive", boom)
+    manifest = json.loads(download_task("spider", tmp_path / "dl", base_url=base).read_text())
+    assert manifest["downloads"][0]["url"] == f"{base}/spider_data.zip"

@@ -1,4 +1,4 @@
-"""Metrics: BLEU vs direct sacrebleu, exact match, Spider execution accuracy on a DB built here, bad input."""
+"""Metrics: BLEU vs direct sacrebleu, exact match, Spider exact set match and execution accuracy, bad input."""
 
 import json
 import sqlite3
@@ -12,13 +12,16 @@ from iclpt.metrics import (
     bleu,
     check_metric_names,
     compute_metric,
+    METRICS,
     execution_accuracy,
     exact_match,
+    exact_set_match,
     load_predictions,
     normalize_whitespace,
     reference_streams,
     score_predictions,
 )
+from iclpt.tasks import get_task
 from iclpt.tasks.spider import sql_match_key as normalize_sql
 
 
@@ -96,11 +99,24 @@ def test_normalize_sql_different():
     assert normalize_sql("select a from t") != normalize_sql("select b from t")
 
 
-def test_spider_exact_match_uses_sql_normalisation():
+def test_mtop_exact_match_strips_ends_only():
+    """The reference evaluators strip the ends and compare strings: inner whitespace matters."""
+    rows = [{"prediction": p, "references": ["[IN:GET_WEATHER [SL:LOCATION paris ] ]"], "meta": {}}
+            for p in ("  [IN:GET_WEATHER [SL:LOCATION paris ] ]\n", "[IN:GET_WEATHER  [SL:LOCATION paris ] ]",
+                      "[IN:GET_WEATHER [SL:LOCATION paris ]]")]
+    r = compute_metric("exact_match", rows, task="mtop")
+    assert r.per_example == [100.0, 0.0, 0.0]
+    assert r.name == "exact_match" and r.details["normalization"] == "normalize_answer"
+
+
+def test_spider_string_match_is_a_secondary_metric():
     rows = [{"prediction": "SELECT count(*) FROM singer;", "references": ["select count ( * ) from singer"],
              "meta": {"db_id": "x"}}]
-    assert compute_metric("exact_match", rows, task="spider").value == 100.0
-    assert compute_metric("exact_match", rows, task="mtop").value == 0.0
+    assert "exact_match_string" in METRICS and "exact_set_match" in METRICS
+    r = compute_metric("exact_match_string", rows, task="spider")
+    assert r.name == "exact_match_string" and r.value == 100.0
+    assert compute_metric("exact_match_string", rows, task="mtop").value == 0.0
+    assert "exact_match_string" not in get_task("spider").metrics
 
 
 # ---- execution accuracy ------------------------------------------------------------------------------------
@@ -149,6 +165,21 @@ def test_execution_accuracy_cases(dbdir):
     conn.close()
 
 
+def test_execution_accuracy_official_semantics(dbdir):
+    """DISTINCT is stripped, columns may be permuted, order matters only when the gold has ORDER BY."""
+    preds = [
+        "SELECT DISTINCT price FROM item",  # DISTINCT stripped from both -> same bag
+        "SELECT price, name FROM item",  # columns permuted
+        "SELECT name FROM item ORDER BY price DESC, id",  # gold unordered -> order ignored
+        "SELECT name, price FROM item WHERE price = 2",  # fewer rows
+    ]
+    refs = [["SELECT price FROM item"], ["SELECT name, price FROM item"], ["SELECT name FROM item"],
+            ["SELECT name, price FROM item WHERE price >= 2"]]
+    r = execution_accuracy(preds, refs, ["shop"] * 4, dbdir, timeout_s=5)
+    assert r.per_example == [100.0, 100.0, 100.0, 0.0]
+    assert r.n_skipped == 0 and r.details["wrong_reasons"] == {}
+
+
 def test_execution_accuracy_timeout(dbdir):
     slow = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000000) "
             "SELECT count(*) FROM c")
@@ -167,6 +198,70 @@ def test_execution_accuracy_gold_failure_is_skipped(dbdir):
 def test_execution_accuracy_needs_database_dir():
     with pytest.raises(MetricError, match="database_dir"):
         execution_accuracy(["SELECT 1"], [["SELECT 1"]], ["x"], None)
+
+
+# ---- exact set match ------------------------------------------------------------------------------------
+def _shop_schema_rows(preds_refs, db_id="shop"):
+    return [{"id": str(i), "prediction": p, "references": [g], "meta": {"db_id": db_id}}
+            for i, (p, g) in enumerate(preds_refs)]
+
+
+def test_exact_set_match_cases(dbdir):
+    gold = "SELECT name, price FROM item WHERE price >= 2 AND id < 4"
+    preds = [
+        "select price , name from item where id < 4 and price >= 2",  # reordered: sets
+        "SELECT T1.name, T1.price FROM item AS T1 WHERE T1.price >= 5 AND T1.id < 1",  # aliases, other values
+        "SELECT name, price FROM item WHERE price >= 2",  # missing condition
+        "SELECT id, price FROM item WHERE price >= 2 AND id < 4",  # wrong column
+        "SELEC name FROM",  # does not parse -> wrong
+    ]
+    rows = _shop_schema_rows([(p, gold) for p in preds])
+    rows.append({"id": "nodb", "prediction": gold, "references": [gold], "meta": {"db_id": "nowhere"}})
+    rows.append({"id": "noid", "prediction": gold, "references": [gold], "meta": {}})
+    rows.append({"id": "badgold", "prediction": gold, "references": ["SELECT FROM WHERE"], "meta": {"db_id": "shop"}})
+    r = compute_metric("exact_set_match", rows, task="spider", database_dir=dbdir)
+    assert r.per_example == [100.0, 100.0, 0.0, 0.0, 0.0, None, None, None]
+    assert r.n_evaluated == 5 and r.value == pytest.approx(40.0)
+    assert r.skipped_reasons == {"database missing: nowhere": 1, "no db_id in meta": 1,
+                                 "gold SQL does not parse": 1}
+    assert r.details["wrong_reasons"] == {"prediction does not parse": 1}
+    with pytest.raises(MetricError, match="database_dir"):
+        exact_set_match(["SELECT 1"], [["SELECT 1"]], ["shop"], None)
+
+
+def _spider_rows(path, perturb):
+    data = json.loads(path.read_text())
+    return [{"id": str(i), "prediction": perturb(e["query"]), "references": [e["query"]],
+             "meta": {"db_id": e["db_id"]}} for i, e in enumerate(data)]
+
+
+def test_spider_default_metrics_on_demo_database(demo_data):
+    """score_predictions with Spider's default metrics: gold-as-prediction is 100 on both; a literal change
+    is still an exact set match (values are ignored) but not an execution match."""
+    spider = demo_data / "spider"
+    metrics = get_task("spider").metrics
+    assert metrics == ["exact_set_match", "execution_accuracy"]
+    rows = _spider_rows(spider / "dev.json", lambda q: q)
+    body, scores = score_predictions(rows, metrics, task="spider", database_dir=spider / "database")
+    assert body["primary_metric"] == "exact_set_match"
+    assert body["metrics"] == {"exact_set_match": 100.0, "execution_accuracy": 100.0}
+    assert body["n_skipped"] == {"exact_set_match": 0, "execution_accuracy": 0}
+    changed = _spider_rows(spider / "dev.json", lambda q: q.replace("'Salt and Stone'", "'No Such Title'"))
+    hit = [i for i, r in enumerate(changed) if "No Such Title" in r["prediction"]]
+    assert hit
+    body, scores = score_predictions(changed, metrics, task="spider", database_dir=spider / "database")
+    assert all(scores[i]["exact_set_match"] == 100.0 and scores[i]["execution_accuracy"] == 0.0 for i in hit)
+
+
+def test_spider_exact_set_match_on_shared_sample(shared_data):
+    spider = shared_data / "spider"
+    if not (spider / "dev_with_db.json").is_file():
+        pytest.skip("no shared Spider sample")
+    rows = _spider_rows(spider / "dev_with_db.json", lambda q: q)
+    body, _ = score_predictions(rows, ["exact_set_match", "execution_accuracy"], task="spider",
+                                database_dir=spider / "database")
+    assert body["metrics"]["exact_set_match"] == 100.0 and body["n_skipped"]["exact_set_match"] == 0
+    assert body["metrics"]["execution_accuracy"] == 100.0
 
 
 # ---- dispatch and bad input --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ DEMO_FILES = {
 def test_registry_and_contract():
     assert set(TASKS) == {"totto", "dart", "logic2text", "spider", "mtop"}
     expected = {"totto": ["bleu"], "dart": ["bleu"], "logic2text": ["bleu"],
-                "spider": ["exact_match", "execution_accuracy"], "mtop": ["exact_match"]}
+                "spider": ["exact_set_match", "execution_accuracy"], "mtop": ["exact_match"]}
     for name, task in TASKS.items():
         assert get_task(name) is task and task.name == name
         assert task.metrics == expected[name]
@@ -178,6 +178,54 @@ def test_totto_unlabelled_test_file_is_rejected(tmp_path):
 
 def test_spider_sql_normalisation_keeps_literals():
     assert normalize_sql("SELECT  name\nFROM t WHERE x  =  'a  b'") == "SELECT name FROM t WHERE x = 'a  b'"
+
+
+def test_make_record_exact_references():
+    from iclpt.tasks.base import make_record
+
+    collapsed = make_record("t", "dev", "t-dev-1", " in  put ", ["a  'b  c'\t", "  ", "x"], where="here")
+    assert collapsed["references"] == ["a 'b c'", "x"] and collapsed["input"] == "in put"
+    exact = make_record("t", "dev", "t-dev-1", " in  put ", ["a  'b  c'\t", "  ", "x"], where="here",
+                        exact_references=True)
+    assert exact["references"] == ["a  'b  c'\t", "x"] and exact["target"] == "a  'b  c'\t"
+    assert exact["input"] == "in put"
+    with pytest.raises(DataError, match="no non-empty reference"):
+        make_record("t", "dev", "t-dev-1", "in", ["  "], where="here", exact_references=True)
+
+
+def test_spider_references_keep_literal_whitespace(tmp_path, demo_data):
+    """Doubled spaces inside SQL literals survive into the references (they change execution)."""
+    (tmp_path / "tables.json").write_text((demo_data / "spider/tables.json").read_text())
+    query = "SELECT  name FROM author  WHERE  name = 'Louisville ,  Kentucky'"
+    (tmp_path / "dev.json").write_text(json.dumps([{"question": "q?", "query": query, "db_id": "school_library"}]))
+    rec = get_task("spider").load("dev", tmp_path / "dev.json")[0]
+    assert rec["references"] == ["SELECT name FROM author WHERE name = 'Louisville ,  Kentucky'"]
+    assert rec["target"] == rec["references"][0]
+
+
+def test_spider_test_release_files(tmp_path, demo_data):
+    """`test.json` reads `test_tables.json` and `test_database/` (the current release's test set)."""
+    spider = get_task("spider")
+    tables = json.loads((demo_data / "spider/tables.json").read_text())
+    entry = next(t for t in tables if t["db_id"] == "school_library")
+    (tmp_path / "test_tables.json").write_text(json.dumps([dict(entry, db_id="test_only_db")]))
+    (tmp_path / "tables.json").write_text(json.dumps(tables))  # the dev schemas: must not be used for test.json
+    db = tmp_path / "test_database/test_only_db"
+    db.mkdir(parents=True)
+    (db / "test_only_db.sqlite").write_bytes(
+        (demo_data / "spider/database/school_library/school_library.sqlite").read_bytes())
+    (tmp_path / "test.json").write_text(json.dumps([{"question": "How many books?", "query": "SELECT count(*) FROM book",
+                                                      "db_id": "test_only_db"}]))
+    assert spider.tables_path(tmp_path / "test.json") == tmp_path / "test_tables.json"
+    assert spider.side_files("test", tmp_path / "test.json") == [tmp_path / "test_tables.json"]
+    assert spider.tables_path(tmp_path / "dev.json") == tmp_path / "tables.json"
+    [rec] = spider.load("test", tmp_path / "test.json")
+    assert rec["input"].startswith("How many books? | test_only_db | ")
+    assert rec["meta"]["db_path"] == str(db / "test_only_db.sqlite")
+    # the same row in a file of another name looks in tables.json, where test_only_db is unknown
+    (tmp_path / "dev.json").write_text((tmp_path / "test.json").read_text())
+    with pytest.raises(DataError, match="test_only_db.*tables.json"):
+        spider.load("test", tmp_path / "dev.json")
 
 
 def test_spider_unknown_db_id(tmp_path, demo_data):

@@ -63,7 +63,7 @@ def test_complete_run_produces_tables(mini):
     assert set(main["method"]) == {"zeroshot", "icl", "pt", "ipt"}
     assert set(main.columns) >= {"task", "model", "method", "metric", "n_seeds", "mean", "std", "min", "max"}
     spider_metrics = set(main.loc[main["task"] == "spider", "metric"])
-    assert spider_metrics == {"exact_match", "execution_accuracy"}
+    assert spider_metrics == {"exact_set_match", "execution_accuracy"}
     preds = res / "predictions" / "mtop" / "tiny-gpt2" / "ipt" / "L4" / "retrieved" / "s0" / "predictions.jsonl"
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(rows) == cfg["predict"]["max_examples"]

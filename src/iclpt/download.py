@@ -10,7 +10,10 @@ makes later downloads verify it), archives are unpacked with every member checke
 no links or devices), `manifest.json` is written last, and the folder is renamed into place in one step.
 
 `base_url` (or the environment variable ICLPT_DOWNLOAD_BASE_URL, read by the Snakemake rule) replaces the
-origin of every URL: the file is then fetched from `<base_url>/<name>` (a mirror, or a local server in tests).
+origin of every URL: the file is then fetched from `<base_url>/<name>` (a mirror, or a local server in tests)
+as a plain file. Without it, a URL on drive.google.com or drive.usercontent.google.com goes through
+`iclpt.gdrive.fetch_drive`, which passes Drive's virus-scan confirmation page; a refusal (quota, permission,
+an HTML page instead of the file) raises `iclpt.gdrive.GoogleDriveError` with Drive's reason.
 
 Sources (official where the data is officially distributed as files):
 
@@ -22,7 +25,7 @@ Sources (official where the data is officially distributed as files):
 | spider | spider_data.zip, the Google Drive file linked from https://yale-lily.github.io/spider (id 1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J) | `spider_data/train_spider.json`, `spider_data/dev.json`, `spider_data/tables.json`, `spider_data/database/<db>/<db>.sqlite`, ... |
 | mtop | https://dl.fbaipublicfiles.com/mtop/mtop.zip (the target of https://fb.me/mtop_dataset) | `mtop/en/train.txt`, `mtop/en/eval.txt`, `mtop/en/test.txt` (TSV; + other languages) |
 
-Google Drive may refuse scripted downloads of large files or rate-limit them; then download spider_data.zip by
+Google Drive may still refuse scripted downloads of large files or rate-limit them; then download spider_data.zip by
 hand and serve it from a folder (`python -m http.server`) through ICLPT_DOWNLOAD_BASE_URL, or unpack it under
 a data_root and use `source: local`.
 """
@@ -71,6 +74,25 @@ def resolve_url(f: RemoteFile, base_url: str | None) -> str:
     if not base_url:
         return f.url
     return base_url.rstrip("/") + "/" + urllib.parse.quote(f.name)
+
+
+DRIVE_HOSTS = ("drive.google.com", "drive.usercontent.google.com")
+
+
+def is_drive_url(url: str) -> bool:
+    """True for a Google Drive URL (host drive.google.com or drive.usercontent.google.com)."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    return host in DRIVE_HOSTS
+
+
+def fetch_any(url: str, dest: Path, *, timeout: float = 60.0) -> int:
+    """`fetch`, or `iclpt.gdrive.fetch_drive` for a Drive URL; return the byte count."""
+    if is_drive_url(url):
+        from iclpt import gdrive
+
+        gdrive.fetch_drive(url, dest, timeout=timeout)  # GoogleDriveError propagates with Drive's reason
+        return Path(dest).stat().st_size
+    return fetch(url, dest, timeout=timeout)
 
 
 def sha256_file(path: Path) -> str:
@@ -190,7 +212,8 @@ def download_spec(spec: DownloadSpec, download_dir: str | Path, base_url: str | 
             url = resolve_url(f, base_url)
             log.info("fetching %s", url)
             local = raw / f.name
-            nbytes = fetch(url, local, timeout=timeout)
+            # an overridden URL (base_url: a mirror) is always a plain fetch
+            nbytes = fetch(url, local, timeout=timeout) if base_url else fetch_any(url, local, timeout=timeout)
             digest = sha256_file(local)
             if f.sha256 and digest.lower() != f.sha256.lower():
                 raise DownloadError(f"{url}: sha256 mismatch: expected {f.sha256}, got {digest} ({nbytes} bytes)")

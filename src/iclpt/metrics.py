@@ -1,4 +1,5 @@
-"""Evaluation metrics: corpus BLEU (sacrebleu, multi-reference), exact match, Spider execution accuracy.
+"""Evaluation metrics: corpus BLEU (sacrebleu, multi-reference), exact match, Spider exact set match and
+execution accuracy.
 
 Every metric returns a :class:`MetricResult`: the corpus-level value (0-100), the per-example values (same scale;
 ``None`` for an example that was not evaluated), how many examples were evaluated and skipped, and why.
@@ -7,14 +8,24 @@ Which metrics a task has, and how exact match normalises its answers, live with 
 (``iclpt.tasks.<task>``: ``metrics``, ``normalize_answer``); this module computes them:
 
 * ``exact_match``: ``task.normalize_answer(prediction) == task.normalize_answer(reference)`` for any reference.
-  The default (MTOP and every task that does not override it) collapses whitespace runs and strips the ends;
-  Spider's is a normalised SQL string (``iclpt.tasks.spider.sql_match_key``), *not* the official component
-  "exact set match".
-* ``execution_accuracy`` (Spider): the predicted and every gold query run on
-  ``<database_dir>/<db_id>/<db_id>.sqlite`` opened read-only (``file:...?mode=ro``) with a per-query timeout
-  (sqlite3 progress handler). Correct when the result rows are equal as multisets, or as ordered lists when the
-  gold query has ORDER BY. Invalid SQL or a timeout of the *prediction* is wrong. A missing ``db_id``, a missing
-  database file or a gold query that fails is *not evaluated* (counted in ``n_skipped`` with the reason).
+  The default collapses whitespace runs and strips the ends; MTOP overrides it to strip the ends only, as its
+  reference evaluators do (inner whitespace matters).
+* ``exact_match_string``: the same string comparison under the name of a secondary metric, for tasks whose
+  primary exact match is something else (Spider: ``iclpt.tasks.spider.sql_match_key``, a normalised SQL
+  string; *not* the official metric). No task lists it by default; request it explicitly.
+* ``exact_set_match`` (Spider, primary): the official component "exact set match"
+  (``iclpt.spider_eval.exact_set_match``, taoyds/test-suite-sql-eval semantics: values and DISTINCT ignored,
+  SELECT/WHERE/... compared as sets, join conditions not compared). The schema is read from
+  ``<database_dir>/<db_id>/<db_id>.sqlite`` (``schema_from_sqlite``), with the foreign keys of the
+  ``tables.json`` entry (``test_tables.json`` beside ``test_database/``) when that file sits next to
+  ``database_dir``, as the official does. An unparsable prediction is wrong; a missing ``db_id``, a missing
+  database file or an unparsable *gold* is *not evaluated* (``n_skipped`` with the reason).
+* ``execution_accuracy`` (Spider): ``iclpt.spider_eval.execution_match`` (the official ``--etype exec``
+  defaults) on ``<database_dir>/<db_id>/<db_id>.sqlite`` opened read-only with a per-query timeout: DISTINCT
+  removed from both queries, result rows compared as multisets up to a permutation of columns, as ordered lists
+  only when the gold contains ``order by``. Invalid SQL or a timeout of the *prediction* is wrong. A missing
+  ``db_id``, a missing database file or a gold query that fails is *not evaluated* (counted in ``n_skipped``
+  with the reason). With several references, correct when any evaluable one matches.
 * ``bleu``: ``sacrebleu.corpus_bleu`` (default 13a tokenisation, exp smoothing) with all references. When examples
   have different numbers of references the shorter reference lists are padded with ``None``, which sacrebleu 2.x
   drops per segment (an empty string would instead count as a zero-length reference and distort the brevity
@@ -23,7 +34,7 @@ Which metrics a task has, and how exact match normalises its answers, live with 
 
 from __future__ import annotations
 
-import re
+import json
 import sqlite3
 import time
 from collections import Counter
@@ -114,6 +125,7 @@ def exact_match(
     predictions: Sequence[str],
     references: Sequence[Sequence[str]],
     normalize: Callable[[str], str] = normalize_whitespace,
+    name: str = "exact_match",
 ) -> MetricResult:
     """1 (reported as 100) when the normalised prediction equals any normalised reference."""
     per: list[float | None] = []
@@ -121,10 +133,10 @@ def exact_match(
         gold = {normalize(r) for r in refs}
         per.append(100.0 if normalize(p) in gold else 0.0)
     value = sum(per) / len(per) if per else None
-    return MetricResult("exact_match", value, per, len(per), details={"normalization": normalize.__name__})
+    return MetricResult(name, value, per, len(per), details={"normalization": normalize.__name__})
 
 
-# ---- Spider execution accuracy -------------------------------------------------------------------------
+# ---- Spider: exact set match and execution accuracy ------------------------------------------------------
 class QueryTimeout(Exception):
     pass
 
@@ -161,13 +173,98 @@ def run_sql(db_path: PathLike, sql: str, timeout_s: float = 10.0) -> list[tuple]
         conn.close()
 
 
-_ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
+def _spider_db(db_id: str | None, database_dir: PathLike, reasons: Counter[str]) -> Path | None:
+    """The example's SQLite file, or None after counting why it cannot be evaluated."""
+    if not db_id:
+        reasons["no db_id in meta"] += 1
+        return None
+    path = database_path(database_dir, db_id)
+    if not path.is_file():
+        reasons[f"database missing: {db_id}"] += 1
+        return None
+    return path
 
 
-def results_match(pred_rows: list[tuple], gold_rows: list[tuple], ordered: bool) -> bool:
-    if ordered:
-        return pred_rows == gold_rows
-    return Counter(pred_rows) == Counter(gold_rows)
+def tables_json_for(database_dir: PathLike) -> Path | None:
+    """The tables.json beside a Spider database folder (``test_tables.json`` beside ``test_database``)."""
+    d = Path(database_dir)
+    name = "test_tables.json" if d.name == "test_database" else "tables.json"
+    path = d.parent / name
+    return path if path.is_file() else None
+
+
+def _tables_entries(database_dir: PathLike) -> dict[str, dict[str, Any]]:
+    path = tables_json_for(database_dir)
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, list):
+        return {}
+    return {e["db_id"]: e for e in data if isinstance(e, dict) and "db_id" in e}
+
+
+def _parses(sql: str, schema: Any) -> bool:
+    from iclpt.spider_eval import SqlParseError, parse_sql
+
+    try:
+        parse_sql(sql, schema)
+    except SqlParseError:
+        return False
+    return True
+
+
+def exact_set_match(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    db_ids: Sequence[str | None],
+    database_dir: PathLike | None,
+) -> MetricResult:
+    """Official Spider exact set match (x100) over the evaluable examples (see module doc)."""
+    from iclpt.spider_eval import SqlParseError, exact_set_match as esm, schema_from_sqlite
+
+    if database_dir is None:
+        raise MetricError("exact_set_match needs database_dir (the folder holding <db_id>/<db_id>.sqlite)")
+    entries = _tables_entries(database_dir)
+    per: list[float | None] = []
+    reasons: Counter[str] = Counter()
+    wrong: Counter[str] = Counter()
+    schemas: dict[str, Any] = {}
+    for pred, refs, db_id in zip(predictions, references, db_ids, strict=True):
+        path = _spider_db(db_id, database_dir, reasons)
+        if path is None:
+            per.append(None)
+            continue
+        assert db_id is not None
+        if db_id not in schemas:
+            schemas[db_id] = schema_from_sqlite(path, entries.get(db_id))
+        verdicts = []
+        for ref in refs:
+            try:
+                verdicts.append(esm(pred, ref, schemas[db_id]))
+            except SqlParseError:
+                continue
+        if not verdicts:
+            reasons["gold SQL does not parse"] += 1
+            per.append(None)
+            continue
+        ok = any(verdicts)
+        if not ok and not _parses(pred, schemas[db_id]):
+            wrong["prediction does not parse"] += 1
+        per.append(100.0 if ok else 0.0)
+    done = [v for v in per if v is not None]
+    return MetricResult(
+        "exact_set_match",
+        sum(done) / len(done) if done else None,
+        per,
+        len(done),
+        n_skipped=sum(reasons.values()),
+        skipped_reasons=dict(reasons),
+        details={"wrong_reasons": dict(wrong), "tables_json": str(tables_json_for(database_dir) or "")
+                 or None},
+    )
 
 
 def execution_accuracy(
@@ -178,47 +275,43 @@ def execution_accuracy(
     timeout_s: float = 10.0,
 ) -> MetricResult:
     """Fraction (x100) of evaluable examples whose predicted SQL returns the gold result (see module doc)."""
+    from iclpt.spider_sql.execution import QueryFailed, postprocess, remove_distinct, results_equal, run_query
+
     per: list[float | None] = []
     reasons: Counter[str] = Counter()
     wrong: Counter[str] = Counter()
     if database_dir is None:
         raise MetricError("execution_accuracy needs database_dir (the folder holding <db_id>/<db_id>.sqlite)")
-    gold_cache: dict[tuple[str, str], list[tuple] | Exception] = {}
+    gold_cache: dict[tuple[str, str], list[tuple] | None] = {}
     for pred, refs, db_id in zip(predictions, references, db_ids, strict=True):
-        if not db_id:
-            reasons["no db_id in meta"] += 1
+        path = _spider_db(db_id, database_dir, reasons)
+        if path is None:
             per.append(None)
             continue
-        path = database_path(database_dir, db_id)
-        if not path.is_file():
-            reasons[f"database missing: {db_id}"] += 1
-            per.append(None)
-            continue
+        assert db_id is not None
         golds = []
         for ref in refs:
             key = (db_id, ref)
             if key not in gold_cache:
                 try:
-                    gold_cache[key] = run_sql(path, ref, timeout_s)
-                except (sqlite3.Error, QueryTimeout, ValueError) as exc:
-                    gold_cache[key] = exc
-            if not isinstance(gold_cache[key], Exception):
-                golds.append((ref, gold_cache[key]))
+                    gold_cache[key] = run_query(path, remove_distinct(postprocess(ref)), timeout_s)
+                except QueryFailed:
+                    gold_cache[key] = None
+            if gold_cache[key] is not None:
+                golds.append(ref)
         if not golds:
             reasons["gold SQL failed to execute"] += 1
             per.append(None)
             continue
+        # the same steps as spider_eval.execution_match, with the gold rows cached and the failure reason kept
         try:
-            rows = run_sql(path, pred, timeout_s)
-        except QueryTimeout:
-            wrong["prediction timed out"] += 1
+            rows = run_query(path, remove_distinct(postprocess(pred)), timeout_s)
+        except QueryFailed as exc:  # sqlite3 reports an interrupt by the progress handler as "interrupted"
+            wrong["prediction timed out" if "interrupted" in str(exc).lower() else "prediction invalid SQL"] += 1
             per.append(0.0)
             continue
-        except (sqlite3.Error, ValueError):  # ValueError: e.g. NUL characters in the query text
-            wrong["prediction invalid SQL"] += 1
-            per.append(0.0)
-            continue
-        ok = any(results_match(rows, g, bool(_ORDER_BY.search(ref))) for ref, g in golds)
+        ok = any(results_equal(gold_cache[(db_id, ref)] or [], rows,
+                               "order by" in remove_distinct(postprocess(ref)).lower()) for ref in golds)
         per.append(100.0 if ok else 0.0)
     done = [v for v in per if v is not None]
     return MetricResult(
@@ -228,12 +321,15 @@ def execution_accuracy(
         len(done),
         n_skipped=sum(reasons.values()),
         skipped_reasons=dict(reasons),
-        details={"wrong_reasons": dict(wrong), "timeout_s": timeout_s},
+        details={"wrong_reasons": dict(wrong), "timeout_s": timeout_s,
+                 "semantics": "official test-suite-sql-eval exec (distinct removed, column permutations)"},
     )
 
 
 # ---- dispatch ---------------------------------------------------------------------------------------------
-METRICS = ("bleu", "exact_match", "execution_accuracy")
+METRICS = ("bleu", "exact_match", "exact_match_string", "exact_set_match", "execution_accuracy")
+#: the metrics that read the task's databases (the score rule passes database_dir for these)
+DATABASE_METRICS = ("exact_set_match", "execution_accuracy")
 
 
 def task_metrics(task: str) -> list[str]:
@@ -261,9 +357,11 @@ def compute_metric(
     refs = [r["references"] for r in rows]
     if name == "bleu":
         return bleu(preds, refs)
-    if name == "exact_match":
-        return exact_match(preds, refs, get_task(task).normalize_answer)
+    if name in ("exact_match", "exact_match_string"):
+        return exact_match(preds, refs, get_task(task).normalize_answer, name=name)
     db_ids = [(r.get("meta") or {}).get("db_id") for r in rows]
+    if name == "exact_set_match":
+        return exact_set_match(preds, refs, db_ids, database_dir)
     return execution_accuracy(preds, refs, db_ids, database_dir, timeout_s)
 
 

@@ -9,8 +9,7 @@ rule score:
         code=lambda wc: code("score.py", task=wc.task),
         task_version=lambda wc: get_task(wc.task).version,
         metrics=lambda wc: task_metric_names(wc.task),
-        database_dir=lambda wc: spider_database_dir(wc.task)
-        if "execution_accuracy" in task_metric_names(wc.task) else None,
+        database_dir=lambda wc: spider_database_dir(wc.task) if uses_database(wc.task) else None,
         exec_timeout_s=SCORE_EXEC_TIMEOUT_S,
         run=lambda wc: {
             "task": wc.task,

@@ -24,7 +24,7 @@ E2_METHODS: tuple[str, ...] = tuple(n for n in DEFAULT_METHODS if "random" in ME
 ICL, PT, IPT = "icl", "pt", "ipt"
 
 #: when a metrics.json names no primary metric, the first of these it has is used
-PRIMARY_PREFERENCE = ("bleu", "exact_match", "execution_accuracy")
+PRIMARY_PREFERENCE = ("bleu", "exact_match", "exact_set_match", "execution_accuracy")
 
 RUN_KEYS = ["task", "model", "method", "length", "demos", "seed"]
 SUMMARY_COLS = ["n_seeds", "mean", "std", "min", "max"]

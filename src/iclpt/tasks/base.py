@@ -4,7 +4,8 @@ A task adapter turns one split file in the dataset's OFFICIAL format into record
 
     {"id": str, "split": str, "input": str, "target": str, "references": [str, ...], "meta": {...}}
 
-`input` and `target` are single-line (whitespace runs, newlines included, collapse to one space).
+`input` and `target` are single-line (whitespace runs, newlines included, collapse to one space; an adapter
+passing `exact_references=True` to `make_record` keeps its references, and so the target, as it produced them).
 `meta.group` identifies records that share an input (e.g. the annotations of one DART entry); retrieval never
 gives a training query a demo of its own group. Adding a task = adding one module with a `Task` subclass and
 registering it in `iclpt.tasks.TASKS`.
@@ -46,11 +47,19 @@ def make_record(
     meta: dict[str, Any] | None = None,
     *,
     where: str,
+    exact_references: bool = False,
 ) -> dict[str, Any]:
-    """Build one record; the target is the first reference. `where` (file:line) names the source in errors."""
+    """Build one record; the target is the first reference. `where` (file:line) names the source in errors.
+
+    References are whitespace-collapsed (`one_line`) unless `exact_references` is true: then they are kept
+    byte-for-byte as the adapter produced them (e.g. Spider SQL, whose string literals may hold doubled
+    spaces); a reference that is empty or only whitespace is dropped either way."""
     inp = one_line(input_text)
-    refs = [one_line(r) for r in references]
-    refs = [r for r in refs if r]
+    if exact_references:
+        refs = [str(r) for r in references if r is not None and str(r).strip()]
+    else:
+        refs = [one_line(r) for r in references]
+        refs = [r for r in refs if r]
     if not inp:
         raise DataError(f"{where}: empty input for {task} {split} example {rid}")
     if not refs:

@@ -2,8 +2,8 @@
 
 Official formats, both read (chosen by the JSON's top-level type):
 - Full records (`dataset/{train,valid,test}.json` of czyssrs/Logic2Text): a JSON list of objects with `topic`
-  (the caption), `logic_str` (the linearised logical form), `sent` (the sentence), `action`, `url` (relogic's
-  copies only: the TabFact CSV, which gives the table id), ...
+  (the caption), `logic_str` (the linearised logical form), `sent` (the sentence), `action`, `url` (the
+  TabFact CSV the table comes from, which gives the table id; present in the official files), ...
 - The train layout of the offline sample (see shared/data/logic2text/SOURCE.md): `train_lm.json`
   (`{table_id: [[sentence, linked_columns, topic, "None"], ...]}`) next to the parallel line files
   `train.en` (sentence) and `train.sql` (its `logic_str`); the prefix `train` is the JSON's name without

@@ -7,10 +7,12 @@ Official formats, both read:
   the `.txt` / `.tsv` suffix: 8 tab-separated columns id, intent, slot spans, utterance, domain, locale,
   decoupled logical form, tokens JSON.
 
-Input = the utterance; target = the logical form (both whitespace-collapsed), e.g.
+Input = the utterance; target = the logical form (both whitespace-collapsed by `make_record`), e.g.
 `Maricopa County weather forecast for this week` -> `[IN:GET_WEATHER [SL:LOCATION Maricopa County ] ... ]`.
 `meta.domain` / `meta.intent` when the file has them; rows with the same utterance share `meta.group`.
 Ids: `mtop-<split>-<index>`.
+Exact match as the reference evaluators (CASPER, UnifiedSKG) compute it: both strings stripped at the ends,
+then compared as they are (inner whitespace and case matter).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class MTOP(Task):
     download = DownloadSpec("mtop", (
         RemoteFile("https://dl.fbaipublicfiles.com/mtop/mtop.zip", "mtop.zip", archive="zip"),
     ), note="official MTOP release, https://fb.me/mtop_dataset (CC BY-SA 4.0)")
+
+    def normalize_answer(self, text: str) -> str:
+        """Strip the ends only; inner whitespace is compared as it is (the reference evaluators' exact match)."""
+        return str(text).strip()
 
     def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
         check_split(split)

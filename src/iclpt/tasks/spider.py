@@ -3,13 +3,16 @@
 Official format: `train_spider.json` / `dev.json` are JSON lists of `{db_id, query, question, ...}`; the
 schemas are in `tables.json` (a list of `{db_id, table_names_original, column_names_original, ...}`), found
 next to the split file (or passed as `tables=`); the SQLite databases are `database/<db_id>/<db_id>.sqlite`
-next to it.
+next to it. The current release also ships the test set: a split file named `test.json` reads
+`test_tables.json` and `test_database/<db_id>/<db_id>.sqlite` beside it instead (`tables_path`, `database_root`).
 
 Linearisation (the UnifiedSKG / PICARD serialisation, with the original table and column names the SQL uses):
 `<question> | <db_id> | <table> : <col> , <col> | <table> : ...`, e.g.
 `How many singers do we have? | concert_singer | stadium : Stadium_ID , Location , ... | singer : Singer_ID , ...`.
 Target: `query` with whitespace collapsed outside quoted literals (string literals are kept byte-for-byte,
-so execution is unchanged). `meta`: `db_id`, and `db_path` (the SQLite file, as a path string built from the
+so execution is unchanged; the references bypass `make_record`'s whitespace collapsing, `exact_references`).
+Metrics: the official exact set match (primary) and execution accuracy (`iclpt.metrics`); `normalize_answer`
+(`sql_match_key`) serves the secondary string metric `exact_match_string`. `meta`: `db_id`, and `db_path` (the SQLite file, as a path string built from the
 split file's path) when that file exists, else null.
 A row whose `db_id` is not in tables.json is a DataError naming the file, the row and the db_id.
 Ids: `spider-<split>-<index>`.
@@ -86,7 +89,7 @@ def load_tables(path: Path) -> dict[str, dict[str, Any]]:
 class Spider(Task):
     name = "spider"
     version = "1"
-    metrics = ["exact_match", "execution_accuracy"]
+    metrics = ["exact_set_match", "execution_accuracy"]
     max_new_tokens = 128
     input_label = "Question"
     output_label = "SQL"
@@ -97,10 +100,21 @@ class Spider(Task):
     ), note="official Spider 1.0 release linked from https://yale-lily.github.io/spider (CC BY-SA 4.0)")
 
     def normalize_answer(self, text: str) -> str:
+        """String exact match (`exact_match_string`), not the official exact set match."""
         return sql_match_key(text)
 
+    @staticmethod
+    def is_test_release(path: Path) -> bool:
+        """True for the release's test split file (`test.json`), whose schemas and databases are separate."""
+        return Path(path).name == "test.json"
+
     def tables_path(self, path: Path) -> Path:
-        return Path(path).with_name("tables.json")
+        """`test_tables.json` beside `test.json`, else `tables.json` beside the split file."""
+        return Path(path).with_name("test_tables.json" if self.is_test_release(path) else "tables.json")
+
+    def database_root(self, path: Path) -> Path:
+        """`test_database/` beside `test.json`, else `database/` beside the split file."""
+        return Path(path).parent / ("test_database" if self.is_test_release(path) else "database")
 
     def side_files(self, split: str, path: Path) -> list[Path]:
         return [self.tables_path(path)]
@@ -114,7 +128,7 @@ class Spider(Task):
             raise DataError(f"{path}: expected a JSON list of Spider examples")
         schemas = load_tables(tables_file)
         serialized: dict[str, str] = {}
-        db_root = path.parent / "database"
+        db_root = self.database_root(path)
         records = []
         for n, row in enumerate(rows):
             where = f"{path}: row {n}"
@@ -128,7 +142,8 @@ class Spider(Task):
             meta = {"db_id": db_id, "db_path": str(db_file) if db_file.is_file() else None}
             inp = f"{one_line(row['question'])} | {serialized[db_id]}"
             rid = make_id("spider", split, n)
-            records.append(make_record("spider", split, rid, inp, [normalize_sql(row["query"])], meta, where=where))
+            records.append(make_record("spider", split, rid, inp, [normalize_sql(row["query"])], meta, where=where,
+                                       exact_references=True))
         return records
 
 
