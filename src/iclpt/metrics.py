@@ -216,6 +216,13 @@ def _parses(sql: str, schema: Any) -> bool:
     return True
 
 
+def _over_evaluated(name: str, per: list[float | None], reasons: Counter[str], details: dict[str, Any]) -> MetricResult:
+    """The corpus value over the evaluated examples (None = skipped, counted with its reason)."""
+    done = [v for v in per if v is not None]
+    return MetricResult(name, sum(done) / len(done) if done else None, per, len(done),
+                        n_skipped=sum(reasons.values()), skipped_reasons=dict(reasons), details=details)
+
+
 def exact_set_match(
     predictions: Sequence[str],
     references: Sequence[Sequence[str]],
@@ -254,17 +261,8 @@ def exact_set_match(
         if not ok and not _parses(pred, schemas[db_id]):
             wrong["prediction does not parse"] += 1
         per.append(100.0 if ok else 0.0)
-    done = [v for v in per if v is not None]
-    return MetricResult(
-        "exact_set_match",
-        sum(done) / len(done) if done else None,
-        per,
-        len(done),
-        n_skipped=sum(reasons.values()),
-        skipped_reasons=dict(reasons),
-        details={"wrong_reasons": dict(wrong), "tables_json": str(tables_json_for(database_dir) or "")
-                 or None},
-    )
+    return _over_evaluated("exact_set_match", per, reasons, {
+        "wrong_reasons": dict(wrong), "tables_json": str(tables_json_for(database_dir) or "") or None})
 
 
 def execution_accuracy(
@@ -313,17 +311,9 @@ def execution_accuracy(
         ok = any(results_equal(gold_cache[(db_id, ref)] or [], rows,
                                "order by" in remove_distinct(postprocess(ref)).lower()) for ref in golds)
         per.append(100.0 if ok else 0.0)
-    done = [v for v in per if v is not None]
-    return MetricResult(
-        "execution_accuracy",
-        sum(done) / len(done) if done else None,
-        per,
-        len(done),
-        n_skipped=sum(reasons.values()),
-        skipped_reasons=dict(reasons),
-        details={"wrong_reasons": dict(wrong), "timeout_s": timeout_s,
-                 "semantics": "official test-suite-sql-eval exec (distinct removed, column permutations)"},
-    )
+    return _over_evaluated("execution_accuracy", per, reasons, {
+        "wrong_reasons": dict(wrong), "timeout_s": timeout_s,
+        "semantics": "official test-suite-sql-eval exec (distinct removed, column permutations)"})
 
 
 # ---- dispatch ---------------------------------------------------------------------------------------------
