@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.normpath(os.path.join(workflow.current_basedir, "..", "..", "src")))
 from iclpt import codeversion, methods, runs  # noqa: E402
-from iclpt.metrics import DATABASE_METRICS  # noqa: E402
+from iclpt.metrics import DATABASE_METRICS, task_metrics  # noqa: E402
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
 from iclpt.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
@@ -334,7 +334,7 @@ def predict_params(wc):
 # ---- score stage (score.smk) --------------------------------------------------
 def task_metric_names(task):
     """The task's metrics as declared by its module in iclpt.tasks (the first is the primary one)."""
-    return list(get_task(task).metrics)
+    return task_metrics(task)
 
 
 def uses_database(task):
