@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 from pathlib import Path
 
 import matplotlib.colors
@@ -13,7 +14,10 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 
 from iclpt.io import DataError
 from iclpt.methods import REPORT_ORDER, UnknownMethodError, color
+from iclpt.metrics import score_predictions, task_metrics
 from iclpt.reporting import (
+    cell_interval,
+    comparisons_table,
     fig_similarity,
     fig_stability_length,
     fig_stability_seeds,
@@ -24,6 +28,7 @@ from iclpt.reporting import (
     gain_by_bucket,
     load_per_example,
     load_runs,
+    load_scores,
     main_table,
     parse_run_path,
     primary_metrics,
@@ -37,8 +42,13 @@ from iclpt.reporting import (
     stability_table,
     summarize,
     transfer_table,
+    with_bucket_ci,
+    with_main_ci,
+    with_similarity_ci,
+    with_transfer_ci,
     write_csv,
 )
+from iclpt.stats import Bootstrap
 
 MAIN_LEN = 4
 
@@ -519,64 +529,85 @@ def test_finding2_both_ways():
     assert finding2(None, PRIMARY, stability_run=False)["status"] == "not run"
 
 
-def _main(pt, ipt):
-    return pd.DataFrame([{"task": t, "model": "m", "method": me, "metric": "bleu", "n_seeds": 2, "mean": v,
-                          "std": 1.0, "min": 0, "max": 0}
-                         for t in ("dart", "mtop") for me, v in (("pt", pt), ("ipt", ipt))])
+def _cmp(kind, diff, p, method="", cells=("dart", "mtop"), source=""):
+    """Rows of comparisons.csv: one per cell, a − b = diff with p-value p."""
+    return [{"comparison": kind, "task": t, "model": "m", "metric": "bleu", "method": method, "source": source,
+             "a": "A", "b": "B", "n_examples": 50, "n_seeds_a": 2, "n_seeds_b": 2, "mean_a": 10 + diff,
+             "mean_b": 10.0, "diff": diff, "diff_ci_low": diff - 1, "diff_ci_high": diff + 1, "p_value": p,
+             "within_noise": p >= 0.05, "test": "paired bootstrap over test examples"} for t in cells]
 
 
-def _buckets(low, high):
-    return pd.DataFrame([{"task": t, "model": "m", "metric": "bleu", "bucket": b, "gain_mean": g}
-                         for t in ("dart", "mtop") for b, g in ((1, low), (2, high))])
-
-
-def _sim(ret, rand):
-    return pd.DataFrame([{"task": t, "model": "m", "method": me, "metric": "bleu", "retrieved_mean": ret,
-                          "random_mean": rand} for t in ("dart", "mtop") for me in ("icl", "ipt")])
+def _f1_comparisons(ipt_pt=(2.0, 0.001), gap=(6.0, 0.001), ret_rand=(10.0, 0.001)):
+    return pd.DataFrame(_cmp("ipt_vs_pt", *ipt_pt) + _cmp("bucket_gap", *gap, method="ipt")
+                        + _cmp("retrieved_vs_random", *ret_rand, method="ipt")
+                        + _cmp("retrieved_vs_random", *ret_rand, method="icl"))
 
 
 def test_finding1_both_ways():
-    yes = finding1(_main(10, 12), _sim(20, 10), _buckets(-1.0, 5.0), PRIMARY)
-    assert yes["status"] == "supported"
-    no = finding1(_main(10, 12), _sim(10, 20), _buckets(5.0, -1.0), PRIMARY)
+    yes = finding1(_f1_comparisons(), PRIMARY)
+    assert yes["status"] == "supported" and yes["top_gt_bottom"] == [True, True]
+    cells = [line for line in yes["lines"] if line.startswith("  - ")]
+    assert len(cells) == 8 and not any("within noise" in line for line in cells)
+    no = finding1(_f1_comparisons(gap=(-6.0, 0.001), ret_rand=(-10.0, 0.001)), PRIMARY)
     assert no["status"] == "not supported"
-    assert finding1(_main(10, 12), None, None, PRIMARY, similarity_run=False)["status"] == "not enough data"
-    only_buckets = finding1(_main(10, 12), None, _buckets(-1.0, 5.0), PRIMARY, similarity_run=False)
+    assert finding1(None, PRIMARY, similarity_run=False)["status"] == "not enough data"
+    only_buckets = finding1(_f1_comparisons().query("comparison != 'retrieved_vs_random'"), PRIMARY,
+                            similarity_run=False)
     assert only_buckets["status"] == "supported" and only_buckets["criteria"]["retrieved_vs_random"] == "not run"
 
 
-def _transfer(values, icl):
-    rows = [{"model": "m", "target": "dart", "metric": "bleu", "source": s, "kind": "transfer", "mean": v,
-             "beats_icl": v > icl, "beats_pt": False} for s, v in values.items()]
-    return pd.DataFrame(rows)
+def test_finding1_is_not_supported_on_differences_within_noise():
+    """The same positive differences, but with p >= alpha: every comparison says so and none counts."""
+    tie = finding1(_f1_comparisons(ipt_pt=(2.0, 0.4), gap=(6.0, 0.3), ret_rand=(10.0, 0.06)), PRIMARY)
+    assert tie["status"] == "not supported"
+    assert tie["top_gt_bottom"] == [False, False] and tie["retrieved_gt_random_ipt"] == [False, False]
+    cells = [line for line in tie["lines"] if line.startswith("  - ")]
+    assert len(cells) == 8 and all(line.endswith("— within noise") for line in cells)
+    assert "difference +6.00 [5.00, 7.00], p = 0.300" in "\n".join(cells)
+    assert "within noise in 2" in tie["lines"][0]
+    # p < alpha but an interval reaching 0 is within noise too (sacrebleu's p is close to one-sided)
+    edge = _f1_comparisons().assign(diff_ci_low=lambda d: d["diff_ci_low"].where(d["comparison"] != "bucket_gap", -0.5))
+    e = finding1(edge, PRIMARY)
+    assert e["criteria"] == {"buckets": "not supported", "retrieved_vs_random": "supported"}
+    assert sum(line.endswith("— within noise (the interval contains 0)") for line in e["lines"]) == 2
+    # the alpha decides: at 0.1 the retrieved-vs-random differences (p 0.06) count, the bucket gaps do not
+    loose = finding1(_f1_comparisons(ipt_pt=(2.0, 0.4), gap=(6.0, 0.3), ret_rand=(10.0, 0.06)), PRIMARY, alpha=0.1)
+    assert loose["criteria"] == {"buckets": "not supported", "retrieved_vs_random": "supported"}
+
+
+def _transfer_cmp(values, p=0.001):
+    """transfer_vs_icl rows of target dart: {source: diff}."""
+    return pd.DataFrame([r for s, d in values.items() for r in _cmp("transfer_vs_icl", d, p, method=f"transfer_{s}",
+                                                                   cells=("dart",), source=s)])
 
 
 def test_finding3_both_ways():
-    assert finding3(_transfer({"mtop": 20, "totto": 30}, icl=10), PRIMARY)["status"] == "supported"
-    assert finding3(_transfer({"mtop": 5, "totto": 30}, icl=10), PRIMARY)["status"] == "not supported"
-    assert finding3(_transfer({"mtop": 20}, icl=10), PRIMARY)["status"] == "not enough data"
+    assert finding3(_transfer_cmp({"mtop": 10, "totto": 20}), PRIMARY)["status"] == "supported"
+    assert finding3(_transfer_cmp({"mtop": -5, "totto": 20}), PRIMARY)["status"] == "not supported"
+    assert finding3(_transfer_cmp({"mtop": 10}), PRIMARY)["status"] == "not enough data"
     assert finding3(None, PRIMARY, transfer_run=False)["status"] == "not run"
+    noise = finding3(_transfer_cmp({"mtop": 10, "totto": 20}, p=0.2), PRIMARY)
+    assert noise["status"] == "not supported" and noise["beats_icl"] == [False, False]
+    assert sum("source totto" in line and line.endswith("within noise") for line in noise["lines"]) == 1
 
 
 def test_render_findings_from_csv_round_trip(tmp_path):
-    tr = _transfer({"mtop": 20, "totto": 30}, icl=10)
-    ref = {"model": "m", "target": "dart", "metric": "bleu", "source": "ICL (target)", "kind": "reference",
-           "mean": 10, "beats_icl": None, "beats_pt": None}
-    tr = pd.concat([tr.astype(object), pd.DataFrame([ref], dtype=object)], ignore_index=True)
-    write_csv(tr, tmp_path / "transfer.csv")
-    f3 = finding3(pd.read_csv(tmp_path / "transfer.csv"), PRIMARY)
+    write_csv(pd.concat([_transfer_cmp({"mtop": 10, "totto": 20}), _f1_comparisons()]), tmp_path / "cmp.csv")
+    cmp_ = pd.read_csv(tmp_path / "cmp.csv")
+    f3 = finding3(cmp_, PRIMARY)
     assert f3["beats_icl"] == [True, True]
-    text = render_findings("demo", finding1(_main(10, 12), None, None, PRIMARY),
-                           finding2(_stab(5.0, 1.0, [10, 30], [20, 21]), PRIMARY), f3)
-    assert "## Finding 2: **supported**" in text and "2/2" in text and "## Finding 1: **not enough data**" in text
+    text = render_findings("demo", finding1(cmp_, PRIMARY), finding2(_stab(5.0, 1.0, [10, 30], [20, 21]), PRIMARY),
+                           f3, n_resamples=1000)
+    assert "## Finding 2: **supported**" in text and "2/2" in text and "## Finding 1: **supported**" in text
+    assert "1000 resamples" in text and "p ≥ 0.05, or whose interval contains 0, is *within noise*" in text
 
 
 def test_findings_print_the_zeroshot_baseline():
     plain, zs = _runs_frame(_golden_rows()), _runs_frame(_golden_rows() + ZEROSHOT_ROWS)
     out = {}
     for name, runs in (("plain", plain), ("zs", zs)):
-        args = (main_table(runs, MAIN_LEN), similarity_table(runs, MAIN_LEN), None, PRIMARY)
-        out[name] = (finding1(*args, min_cells=1), finding3(transfer_table(runs, MAIN_LEN), PRIMARY, min_cells=1))
+        out[name] = (finding1(None, PRIMARY, min_cells=1, similarity=similarity_table(runs, MAIN_LEN)),
+                     finding3(None, PRIMARY, min_cells=1, transfer=transfer_table(runs, MAIN_LEN)))
     for before, after in zip(out["plain"], out["zs"]):
         assert after["status"] == before["status"]  # the verdicts never use the baseline
         extra = [line for line in after["lines"] if line not in before["lines"]]
@@ -586,6 +617,142 @@ def test_findings_print_the_zeroshot_baseline():
     assert out["zs"][1]["lines"][-1].endswith("dart / m 3.00 (ICL on the target 8.00); "
                                                "mtop / m 7.00 (ICL on the target 40.00)")
     assert not any("Zero-shot" in line for f in out["plain"] for line in f["lines"])
+
+
+# ---- bootstrap intervals in the tables, paired tests behind the findings ------------------------------------
+BOOT = Bootstrap(n_resamples=400, alpha=0.05, seed=0)
+N_TEST = 40
+_WORDS = "the cat sat on a mat dog ran far away big small red river flows to sea".split()
+_REFS = {"dart": [" ".join(random.Random(i).choice(_WORDS) for _ in range(7)) for i in range(N_TEST)],
+         "mtop": [f"[IN:X{i} [SL:Y v{i} ] ]" for i in range(N_TEST)]}
+
+
+def _prediction(task, i, skill, rng):
+    gold = _REFS[task][i]
+    if task == "mtop":
+        return gold if rng.random() < skill else "[IN:WRONG ]"
+    return " ".join(w if rng.random() < skill else rng.choice(_WORDS) for w in gold.split())
+
+
+def _scored_run(root, task, method, length, demos, seed, skill, noise_seed=None):
+    """A run folder with predictions.jsonl, metrics.json and scores.jsonl as the score rule writes them."""
+    d = Path(root) / "predictions" / task / "m" / method / f"L{length}" / demos / f"s{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"{task}/{method}/{demos}/{seed}" if noise_seed is None else noise_seed)
+    rows = [{"id": f"{task}-{i}", "task": task, "model": "m", "method": method, "seed": seed, "prompt_length": length,
+             "demo_source": demos, "demo_ids": [] if demos == "none" else ["t0"],
+             "demo_scores": [] if demos == "none" else [i / N_TEST], "input_text": "x",
+             "prediction": _prediction(task, i, skill, rng), "references": [_REFS[task][i]], "meta": {}}
+            for i in range(N_TEST)]
+    body, scores = score_predictions(rows, task_metrics(task), task)
+    (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "scores.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores))
+    (d / "metrics.json").write_text(json.dumps(body))
+    return d
+
+
+def _scored_study(root, tie=False):
+    """dart (BLEU) and mtop (exact match): every method of E1, E2 and E4, two seeds where a method has seeds.
+
+    tie: IPT predicts exactly what PT predicts (same noise), and transfer exactly what ICL does."""
+    dirs = []
+    for task, other in (("dart", "mtop"), ("mtop", "dart")):
+        dirs.append(_scored_run(root, task, "zeroshot", 0, "none", 0, 0.2))
+        dirs.append(_scored_run(root, task, "icl", 0, "retrieved", 0, 0.5, noise_seed=7 if tie else None))
+        for s in (0, 1):
+            dirs.append(_scored_run(root, task, "pt", MAIN_LEN, "none", s, 0.5, noise_seed=s if tie else None))
+            dirs.append(_scored_run(root, task, "ipt", MAIN_LEN, "retrieved", s, 0.5 if tie else 0.95,
+                                    noise_seed=s if tie else None))
+            dirs.append(_scored_run(root, task, "ipt", MAIN_LEN, "random", s, 0.6))
+            dirs.append(_scored_run(root, task, "icl", 0, "random", s, 0.4))
+            dirs.append(_scored_run(root, task, f"transfer_{other}", MAIN_LEN, "retrieved", s, 0.5 if tie else 0.95,
+                                    noise_seed=7 if tie else None))
+    return dirs
+
+
+def _brackets(df, mean, low, high):
+    d = df.dropna(subset=[mean])
+    assert len(d) and d[low].notna().all() and d[high].notna().all()
+    assert ((d[low] <= d[mean] + 1e-9) & (d[mean] <= d[high] + 1e-9)).all(), d[[mean, low, high]]
+    assert (d[low] < d[high]).any()
+
+
+def test_tables_carry_bootstrap_intervals_that_bracket_the_cells(tmp_path):
+    dirs = _scored_study(tmp_path)
+    runs = load_runs([d / "metrics.json" for d in dirs])
+    scores = load_scores([d / "scores.jsonl" for d in dirs])
+    main = with_main_ci(main_table(runs, MAIN_LEN), scores, MAIN_LEN, BOOT)
+    assert list(main.columns) == ["task", "model", "method", "metric", "n_seeds", "mean", "ci_low", "ci_high", "std",
+                                  "min", "max"]
+    _brackets(main, "mean", "ci_low", "ci_high")
+    assert main.drop(columns=["ci_low", "ci_high"]).equals(main_table(runs, MAIN_LEN))  # the rest unchanged
+    for r in main.itertuples():  # the interval's own estimate is the cell (seed mean over the same examples)
+        keys = [k for k in scores if k[:3] == (r.task, r.model, r.method) and k[4] == ("none" if r.method in (
+            "pt", "zeroshot") else "retrieved")]
+        assert cell_interval([scores[k] for k in keys], r.metric, BOOT).estimate == pytest.approx(r.mean)
+    pt = main[(main["task"] == "dart") & (main["method"] == "pt")].iloc[0]
+    md = render_main_md(main)
+    assert f"{pt['mean']:.1f} ± {pt['std']:.1f} [{pt['ci_low']:.1f}, {pt['ci_high']:.1f}]" in md
+    assert "95 % bootstrap confidence interval" in md
+    assert f"[{pt['ci_low']:.1f}, {pt['ci_high']:.1f}]" in render_main_tex(main)
+
+    sim = with_similarity_ci(similarity_table(runs, MAIN_LEN), scores, MAIN_LEN, BOOT)
+    for side in ("retrieved", "random"):
+        _brackets(sim, f"{side}_mean", f"{side}_ci_low", f"{side}_ci_high")
+        i = list(sim.columns).index(f"{side}_mean")
+        assert list(sim.columns)[i + 1:i + 3] == [f"{side}_ci_low", f"{side}_ci_high"]
+    _brackets(sim, "diff", "diff_ci_low", "diff_ci_high")
+    assert sim["diff_p"].between(1 / 401, 1).all()
+
+    tr = with_transfer_ci(transfer_table(runs, MAIN_LEN), scores, MAIN_LEN, BOOT)
+    _brackets(tr, "mean", "ci_low", "ci_high")
+    moves = tr["kind"] == "transfer"
+    assert tr.loc[moves, "p_icl"].notna().all() and tr.loc[~moves, "p_icl"].isna().all()
+    assert (tr.loc[moves, "p_icl"] < 0.05).all()  # skill 0.95 vs 0.5 on 40 examples
+
+    per = load_per_example(dirs)
+    b = with_bucket_ci(gain_by_bucket(per, MAIN_LEN, 2, 2), per, MAIN_LEN, BOOT, 2, 2)
+    assert len(b) == 4
+    _brackets(b, "gain_mean", "gain_ci_low", "gain_ci_high")
+    # a CSV round trip keeps the columns
+    write_csv(main, tmp_path / "main.csv")
+    assert {"ci_low", "ci_high"} <= set(pd.read_csv(tmp_path / "main.csv").columns)
+
+
+def test_comparisons_and_findings_say_within_noise_on_a_tie_and_not_on_a_clear_win(tmp_path):
+    verdicts = {}
+    for name, tie in (("win", False), ("tie", True)):
+        dirs = _scored_study(tmp_path / name, tie=tie)
+        runs = load_runs([d / "metrics.json" for d in dirs])
+        scores = load_scores([d / "scores.jsonl" for d in dirs])
+        per = load_per_example(dirs)
+        cmp_ = comparisons_table(scores, per, MAIN_LEN, BOOT, 2, 2)
+        assert set(cmp_["comparison"]) == {"ipt_vs_pt", "retrieved_vs_random", "bucket_gap", "transfer_vs_icl",
+                                           "transfer_vs_pt"}
+        ivp = cmp_[cmp_["comparison"] == "ipt_vs_pt"].set_index("task")
+        main = main_table(runs, MAIN_LEN).set_index(["task", "method"])
+        for task in ("dart", "mtop"):  # the compared numbers are the main table's cells
+            assert ivp.loc[task, "mean_a"] == pytest.approx(main.loc[(task, "ipt"), "mean"])
+            assert ivp.loc[task, "mean_b"] == pytest.approx(main.loc[(task, "pt"), "mean"])
+            assert ivp.loc[task, "diff"] == pytest.approx(ivp.loc[task, "mean_a"] - ivp.loc[task, "mean_b"])
+        primary = primary_metrics(runs)
+        f1 = finding1(cmp_, primary, similarity=similarity_table(runs, MAIN_LEN))
+        f3 = finding3(cmp_, primary, transfer=transfer_table(runs, MAIN_LEN))
+        verdicts[name] = (cmp_, f1, f3, render_findings("x", f1, finding2(None, primary, stability_run=False), f3))
+    win, tie = verdicts["win"], verdicts["tie"]
+    for kind in ("ipt_vs_pt", "transfer_vs_icl"):
+        w = win[0][win[0]["comparison"] == kind]
+        t = tie[0][tie[0]["comparison"] == kind]
+        assert (w["diff"] > 10).all() and (w["p_value"] < 0.01).all() and not w["within_noise"].any()
+        assert (t["diff"] == 0).all() and (t["p_value"] == 1).all() and t["within_noise"].all()
+    assert win[2]["status"] == "supported" and tie[2]["status"] == "not supported"
+    assert win[1]["ipt_beats_pt"] == [True, True] and tie[1]["ipt_beats_pt"] == [False, False]
+    ivp_lines = lambda f: [ln for ln in f["lines"] if ln.startswith("  - ") and "IPT " in ln and " vs PT " in ln]  # noqa: E731
+    assert len(ivp_lines(tie[1])) == 2 and all(ln.endswith("within noise") for ln in ivp_lines(tie[1]))
+    assert len(ivp_lines(win[1])) == 2 and not any("within noise" in ln for ln in ivp_lines(win[1]))
+    t3 = [ln for ln in tie[2]["lines"] if "source" in ln]
+    assert t3 and all(ln.endswith("within noise") for ln in t3)
+    assert "within noise" in tie[3] and "## Finding 3: **not supported**" in tie[3]
 
 
 # ---- the score + report rules end to end (fake predictions, no model) -----------------------------------------
@@ -684,11 +851,28 @@ def test_score_and_report_rules_end_to_end(tmp_path):
         _not_blank(res / "figures" / f"{f}.png")
         assert (res / "figures" / f"{f}.pdf").read_bytes()[:5] == b"%PDF-"
     assert not (res / "tables" / "transfer.csv").exists()
+    _brackets(main, "mean", "ci_low", "ci_high")  # every cell carries its bootstrap interval
+    _brackets(sim, "retrieved_mean", "retrieved_ci_low", "retrieved_ci_high")
+    assert " [" in (res / "tables" / "main.md").read_text()
+    buckets = pd.read_csv(res / "tables" / "similarity_buckets.csv")
+    assert {"gain_ci_low", "gain_ci_high"} <= set(buckets.columns)
+    cmp_ = pd.read_csv(res / "tables" / "comparisons.csv")
+    assert set(cmp_["comparison"]) == {"ipt_vs_pt", "bucket_gap"}  # no random demos, no transfer in this config
+    assert cmp_["p_value"].between(0, 1).all() and cmp_["within_noise"].dtype == bool
     findings = (res / "findings.md").read_text()
-    assert "## Finding 3: **not run**" in findings
+    assert "## Finding 3: **not run**" in findings and "paired bootstrap" in findings
     assert "random-demo control not run" in pd.read_csv(res / "tables" / "similarity.csv")["note"].iloc[0]
     scores = (res / "predictions" / "mtop" / "tiny" / "pt" / "L2" / "none" / "s0" / "scores.jsonl").read_text()
     assert scores.count("\n") == 6 and '"exact_match"' in scores
+    # the bootstrap settings reach exactly the reports that resample (and findings.md, which reads them)
+    from workflow_helpers import planned_jobs
+
+    (tmp_path / "alpha.yaml").write_text(HARNESS_CONFIG + "report: {alpha: 0.1, bootstrap_resamples: 500}\n")
+    dry = subprocess.run([a if a != str(tmp_path / "config.yaml") else str(tmp_path / "alpha.yaml") for a in base
+                          if a != "--quiet"] + ["-n"], capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert {r for r, _ in planned_jobs(dry.stdout + dry.stderr)} == {
+        "report_main", "report_similarity", "report_comparisons", "report_findings", "all_report"}
     rep = subprocess.run(base + ["--report", str(res / "report.html")], capture_output=True, text=True, timeout=600)
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (res / "report.html").read_text(errors="replace")

@@ -29,7 +29,10 @@ Which metrics a task has, and how exact match normalises its answers, live with 
 * ``bleu``: ``sacrebleu.corpus_bleu`` (default 13a tokenisation, exp smoothing) with all references. When examples
   have different numbers of references the shorter reference lists are padded with ``None``, which sacrebleu 2.x
   drops per segment (an empty string would instead count as a zero-length reference and distort the brevity
-  penalty). Per example: ``sacrebleu.sentence_bleu`` with that example's references.
+  penalty). Per example: ``sacrebleu.sentence_bleu`` with that example's references, and the example's BLEU
+  sufficient statistics (``per_example_stats``: hypothesis length, closest reference length, matching and total
+  n-grams of orders 1-4, as sacrebleu extracts them), whose sum gives the corpus BLEU back; ``iclpt.stats``
+  resamples them for the bootstrap.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class MetricResult:
     n_skipped: int = 0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    #: per-example sufficient statistics of a corpus-level metric (BLEU), summed over examples to get `value`
+    per_example_stats: list[list[int]] | None = None
 
 
 # ---- normalisation --------------------------------------------------------------------------------
@@ -95,6 +100,20 @@ def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | No
     return [[refs[j] if j < len(refs) else None for refs in references] for j in range(width)]
 
 
+def bleu_metric() -> Any:
+    """The sacrebleu BLEU of every score (the defaults of sacrebleu.corpus_bleu); iclpt.stats rescores with it."""
+    import sacrebleu
+
+    return sacrebleu.BLEU()
+
+
+def bleu_stats(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> list[list[int]]:
+    """Per-example BLEU sufficient statistics (sacrebleu's segment statistics, references padded as in bleu())."""
+    streams = reference_streams(references)
+    return [[int(x) for x in row] for row in bleu_metric()._extract_corpus_statistics(
+        [str(p) for p in predictions], streams)]
+
+
 def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> MetricResult:
     import sacrebleu
 
@@ -107,7 +126,7 @@ def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> Met
         if not refs:
             raise MetricError(f"bleu: example {i} has no references")
     streams = reference_streams(references)
-    metric = sacrebleu.BLEU()  # the defaults of sacrebleu.corpus_bleu
+    metric = bleu_metric()
     corpus = metric.corpus_score(preds, streams)
     per = [float(sacrebleu.sentence_bleu(p, list(r)).score) for p, r in zip(preds, references)]
     return MetricResult(
@@ -117,6 +136,7 @@ def bleu(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> Met
         len(preds),
         details={"signature": str(metric.get_signature()), "bp": corpus.bp, "sys_len": corpus.sys_len,
                  "ref_len": corpus.ref_len},
+        per_example_stats=bleu_stats(preds, references),
     )
 
 
@@ -390,7 +410,10 @@ def score_predictions(
     database_dir: PathLike | None = None,
     timeout_s: float = 10.0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics.json body without provenance, scores.jsonl rows)."""
+    """(metrics.json body without provenance, scores.jsonl rows).
+
+    A scores line is ``{"id", <metric>: per-example value, ...}`` plus, when a metric is corpus-level (BLEU),
+    ``"stats": {<metric>: [its per-example sufficient statistics]}`` for the bootstrap (iclpt.stats)."""
     check_metric_names(list(metrics))
     results = [compute_metric(m, rows, task, database_dir, timeout_s) for m in metrics]
     first = rows[0] if rows else {}
@@ -415,5 +438,8 @@ def score_predictions(
         line = {"id": row["id"]}
         for r in results:
             line[r.name] = r.per_example[i]
+        stats = {r.name: r.per_example_stats[i] for r in results if r.per_example_stats is not None}
+        if stats:
+            line["stats"] = stats
         scores.append(line)
     return body, scores

@@ -18,6 +18,7 @@ rule report_runs:
 rule report_main:
     input:
         runs=f"{TABLES}/all_runs.csv",
+        scores=main_ci_scores(),
     output:
         csv=report(f"{TABLES}/main.csv", caption="../report/main.rst", category="E1 main table"),
         md=report(f"{TABLES}/main.md", caption="../report/main.rst", category="E1 main table"),
@@ -26,6 +27,7 @@ rule report_main:
         code=code("report_main.py"),
         main_len=MAIN_LEN,
         methods=[m for m in methods.REPORT_ORDER if m in METHODS],
+        bootstrap=BOOTSTRAP,
     localrule: True
     log:
         f"{REPORT_LOGS}/main.log",
@@ -56,6 +58,7 @@ rule report_similarity:
         runs=f"{TABLES}/all_runs.csv",
         scores=[f"{fmt_run(PRED_DIR, r)}/scores.jsonl" for r in _bucket_runs()],
         predictions=[f"{fmt_run(PRED_DIR, r)}/predictions.jsonl" for r in _bucket_runs()],
+        ci_scores=similarity_ci_scores(),
     output:
         csv=report(f"{TABLES}/similarity.csv", caption="../report/similarity.rst", category="E2 demo similarity"),
         buckets=report(f"{TABLES}/similarity_buckets.csv", caption="../report/similarity_buckets.rst",
@@ -69,6 +72,7 @@ rule report_similarity:
         control_run=similarity_control_run(),
         n_buckets=SIM_BUCKETS,
         min_per_bucket=SIM_MIN_PER_BUCKET,
+        bootstrap=BOOTSTRAP,
     localrule: True
     log:
         f"{REPORT_LOGS}/similarity.log",
@@ -104,6 +108,7 @@ rule report_stability:
 rule report_transfer:
     input:
         runs=f"{TABLES}/all_runs.csv",
+        scores=transfer_ci_scores(),
     output:
         csv=report(f"{TABLES}/transfer.csv", caption="../report/transfer.rst", category="E4 transfer"),
         png=report(f"{FIGURES}/transfer.png", caption="../report/transfer_fig.rst", category="E4 transfer"),
@@ -111,6 +116,7 @@ rule report_transfer:
     params:
         code=code("report_transfer.py"),
         main_len=MAIN_LEN,
+        bootstrap=BOOTSTRAP,
     localrule: True
     log:
         f"{REPORT_LOGS}/transfer.log",
@@ -118,6 +124,28 @@ rule report_transfer:
         "../../envs/iclpt.yaml"
     script:
         "../scripts/report_transfer.py"
+
+
+rule report_comparisons:
+    input:
+        scores=comparison_scores(),
+        bucket_scores=[f"{fmt_run(PRED_DIR, r)}/scores.jsonl" for r in _bucket_runs()],
+        bucket_predictions=[f"{fmt_run(PRED_DIR, r)}/predictions.jsonl" for r in _bucket_runs()],
+    output:
+        csv=report(f"{TABLES}/comparisons.csv", caption="../report/comparisons.rst", category="Findings"),
+    params:
+        code=code("report_comparisons.py"),
+        main_len=MAIN_LEN,
+        n_buckets=SIM_BUCKETS,
+        min_per_bucket=SIM_MIN_PER_BUCKET,
+        bootstrap=BOOTSTRAP,
+    localrule: True
+    log:
+        f"{REPORT_LOGS}/comparisons.log",
+    conda:
+        "../../envs/iclpt.yaml"
+    script:
+        "../scripts/report_comparisons.py"
 
 
 rule report_findings:
@@ -131,6 +159,7 @@ rule report_findings:
         main_len=MAIN_LEN,
         threshold=FINDINGS_THRESHOLD,
         min_cells=FINDINGS_MIN_CELLS,
+        bootstrap=BOOTSTRAP,
         experiments={"main": _exp("main"), "similarity": _exp("similarity"),
                      "similarity_control": similarity_control_run(), "stability": _exp("stability"),
                      "transfer": transfer_run()},

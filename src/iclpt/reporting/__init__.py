@@ -1,10 +1,11 @@
-"""Aggregation over seeds, the four experiments' tables, figures and the findings of one run.
+"""Aggregation over seeds, the four experiments' tables (with bootstrap intervals), figures and the findings.
 
 No Snakemake imports: workflow/scripts/report_*.py read snakemake.input/params and call these functions.
 """
 
 from iclpt.reporting.aggregate import (
     PRIMARY_PREFERENCE,
+    bucket_cells,
     gain_by_bucket,
     load_per_example,
     load_runs,
@@ -27,9 +28,27 @@ from iclpt.reporting.figures import (
 )
 from iclpt.reporting.findings import finding1, finding2, finding3, render_findings
 from iclpt.reporting.tables import render_main_md, render_main_tex, write_csv
+from iclpt.reporting.uncertainty import (
+    COMPARISON_COLS,
+    RunScores,
+    cell_interval,
+    compare,
+    comparisons_table,
+    load_scores,
+    with_bucket_ci,
+    with_main_ci,
+    with_similarity_ci,
+    with_transfer_ci,
+)
 
 __all__ = [
+    "COMPARISON_COLS",
     "PRIMARY_PREFERENCE",
+    "RunScores",
+    "bucket_cells",
+    "cell_interval",
+    "compare",
+    "comparisons_table",
     "fig_similarity",
     "fig_stability_length",
     "fig_stability_seeds",
@@ -39,6 +58,7 @@ __all__ = [
     "finding3",
     "gain_by_bucket",
     "load_per_example",
+    "load_scores",
     "load_runs",
     "main_table",
     "parse_run_path",
@@ -53,5 +73,9 @@ __all__ = [
     "stability_table",
     "summarize",
     "transfer_table",
+    "with_bucket_ci",
+    "with_main_ci",
+    "with_similarity_ci",
+    "with_transfer_ci",
     "write_csv",
 ]

@@ -241,7 +241,7 @@ def load_per_example(pred_dirs: Iterable[PathLike], need_demo_scores: bool = Tru
         for s in read_jsonl(d / "scores.jsonl", required=("id",)):
             sid = str(s["id"])
             for name, v in s.items():
-                if name == "id":
+                if name in ("id", "stats"):  # "stats": BLEU sufficient statistics (iclpt.reporting.uncertainty)
                     continue
                 rows.append({**keys, "id": sid, "metric": name, "value": float(v) if v is not None else math.nan,
                              "top_demo_score": top.get(sid, math.nan)})
@@ -252,20 +252,16 @@ BUCKET_COLS = ["task", "model", "metric", "bucket", "n_buckets", "sim_min", "sim
                "ipt_mean", "pt_mean", "gain_mean", "gain_std"]
 
 
-def gain_by_bucket(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4,
-                   min_per_bucket: int = 2) -> pd.DataFrame:
-    """E2b: IPT - PT gain per quantile bucket of the test example's top (retrieved) demo similarity.
+def bucket_cells(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4, min_per_bucket: int = 2):
+    """Yield (task, model, metric, sim, bucket, merged) of each task x model x metric with paired IPT/PT scores.
 
-    Buckets (1 = least similar) are quantiles of the IPT run's demo_scores[0] per task x model; fewer than
-    n_buckets when there are fewer than n_buckets * min_per_bucket examples or tied similarities. Per seed the
-    gain is the mean over the bucket's examples of (IPT score - PT score) of the same seed; then mean and sample
-    std over seeds. Scores are per-example (sentence BLEU for BLEU tasks, 0/100 for exact match).
-    """
+    sim: the top demo similarity per test example (IPT run, mean over seeds); bucket: its quantile bucket
+    (0 = least similar) per example id; merged: seed, id, value_ipt, value_pt, bucket, gain (IPT - PT) of the
+    examples with both scores."""
     if per_example.empty:
-        return pd.DataFrame(columns=BUCKET_COLS)
+        return
     ipt = select_main(per_example, IPT, main_len)
     pt = select_main(per_example, PT, main_len)
-    out = []
     for (task, model, metric), ipt_c in ipt.groupby(["task", "model", "metric"], sort=True):
         pt_c = pt[(pt["task"] == task) & (pt["model"] == model) & (pt["metric"] == metric)]
         if pt_c.empty:
@@ -279,12 +275,26 @@ def gain_by_bucket(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4,
             bucket = pd.Series(0, index=sim.index)
         else:
             bucket = pd.qcut(sim, n_b, labels=False, duplicates="drop")
-        n_eff = int(bucket.nunique())
         merged = ipt_c[["seed", "id", "value"]].merge(pt_c[["seed", "id", "value"]], on=["seed", "id"],
                                                       suffixes=("_ipt", "_pt"))
         merged = merged[merged["id"].isin(sim.index)].dropna(subset=["value_ipt", "value_pt"])
         merged["bucket"] = merged["id"].map(bucket)
         merged["gain"] = merged["value_ipt"] - merged["value_pt"]
+        yield task, model, metric, sim, bucket, merged
+
+
+def gain_by_bucket(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4,
+                   min_per_bucket: int = 2) -> pd.DataFrame:
+    """E2b: IPT - PT gain per quantile bucket of the test example's top (retrieved) demo similarity.
+
+    Buckets (1 = least similar) are quantiles of the IPT run's demo_scores[0] per task x model; fewer than
+    n_buckets when there are fewer than n_buckets * min_per_bucket examples or tied similarities. Per seed the
+    gain is the mean over the bucket's examples of (IPT score - PT score) of the same seed; then mean and sample
+    std over seeds. Scores are per-example (sentence BLEU for BLEU tasks, 0/100 for exact match).
+    """
+    out = []
+    for task, model, metric, sim, bucket, merged in bucket_cells(per_example, main_len, n_buckets, min_per_bucket):
+        n_eff = int(bucket.nunique())
         per_seed = merged.groupby(["bucket", "seed"]).agg(gain=("gain", "mean"), ipt=("value_ipt", "mean"),
                                                           pt=("value_pt", "mean")).reset_index()
         for b in sorted(bucket.unique()):

@@ -4,6 +4,9 @@ Each finding function returns a dict: ``status`` in {supported, not supported, m
 the numbers it computed and a list of Markdown lines explaining them. A fraction counts a "cell"
 (task x model, primary metric) or a transfer pair (source, target, model); a criterion is met when the fraction is
 above ``threshold`` (default 0.5, i.e. a majority); fewer than ``min_cells`` cells give "not enough data".
+Findings 1 and 3 compare methods: every such comparison comes from the paired bootstrap over test examples
+(``iclpt.reporting.uncertainty.comparisons_table``) and counts only when it is not within noise (p < alpha and
+its interval excludes 0, ``iclpt.stats.within_noise``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pandas as pd
 
 from iclpt.methods import label
 from iclpt.reporting.aggregate import BASELINES, ICL, IPT, PT
+from iclpt.stats import within_noise
 
 SUPPORTED, NOT_SUPPORTED, MIXED, NO_DATA, NOT_RUN = (
     "supported", "not supported", "mixed", "not enough data", "not run")
@@ -68,55 +72,86 @@ def _baseline_lines(df: pd.DataFrame, task_col: str, ref_col: str, ref_name: str
     return lines
 
 
-def finding1(main: pd.DataFrame, similarity: pd.DataFrame | None, buckets: pd.DataFrame | None,
-             primary: dict[str, str], min_cells: int = 2, threshold: float = 0.5,
-             similarity_run: bool = True) -> dict[str, Any]:
-    """IPT helps when the demo is similar: top- vs bottom-similarity-bucket gain, and retrieved vs random IPT."""
-    lines = []
-    m = _primary_rows(main, primary)
-    ipt_beats = []
-    if not m.empty:
-        piv = m.pivot_table(index=["task", "model"], columns="method", values="mean", aggfunc="first")
-        if {IPT, PT} <= set(piv.columns):
-            d = piv.dropna(subset=[IPT, PT])
-            ipt_beats = list(d[IPT] > d[PT])
-    lines.append(f"- IPT > PT (main setting) in {sum(ipt_beats)}/{len(ipt_beats)} task × model cells "
-                 f"(fraction {_fmt(_frac(ipt_beats))}); the paper says IPT does not *always* beat PT.")
+def _tested(comparisons: pd.DataFrame | None, kind: str, primary: dict[str, str],
+            method: str | None = None) -> pd.DataFrame:
+    """The comparisons of one kind on each task's primary metric (optionally of one method)."""
+    if comparisons is None or comparisons.empty:
+        return pd.DataFrame(columns=["task", "model", "metric", "diff", "diff_ci_low", "diff_ci_high", "p_value"])
+    c = comparisons[comparisons["comparison"] == kind]
+    if method is not None:
+        c = c[c["method"].astype(str) == method]
+    c = c[c["task"].map(primary) == c["metric"]].dropna(subset=["diff", "p_value"])
+    return c.sort_values(["task", "model"] + (["source"] if "source" in c.columns else []), kind="stable")
+
+
+def _noise(c: pd.DataFrame, alpha: float) -> list[bool]:
+    """Per comparison: within noise (p ≥ alpha, or the interval of the difference contains 0; iclpt.stats)."""
+    return [within_noise(p, lo, hi, alpha) for p, lo, hi in zip(c["p_value"], c["diff_ci_low"], c["diff_ci_high"])]
+
+
+def _significant_wins(c: pd.DataFrame, alpha: float) -> list[bool]:
+    """Per comparison: a − b > 0 and not within noise."""
+    return [bool(d > 0 and not n) for d, n in zip(c["diff"], _noise(c, alpha))]
+
+
+def _tally(c: pd.DataFrame, alpha: float) -> str:
+    """'significantly higher in i, lower in j, within noise in k' of a set of comparisons."""
+    noise = _noise(c, alpha)
+    up = sum(1 for d, n in zip(c["diff"], noise) if d > 0 and not n)
+    down = sum(1 for d, n in zip(c["diff"], noise) if d <= 0 and not n)
+    return f"significantly higher in {up}, lower in {down}, within noise in {sum(noise)}"
+
+
+def _comparison_line(r: Any, alpha: float, what: str | None = None) -> str:
+    """'  - task / model: a … vs b …, difference +d [lo, hi], p = …' and ' — within noise' where it is."""
+    where = f"{r.task} / {r.model}" + (f" ({what})" if what else "")
+    text = (f"  - {where}: {r.a} {_fmt(r.mean_a)} vs {r.b} {_fmt(r.mean_b)}, difference {r.diff:+.2f} "
+            f"[{_fmt(r.diff_ci_low)}, {_fmt(r.diff_ci_high)}], p = {r.p_value:.3f}")
+    if not within_noise(r.p_value, r.diff_ci_low, r.diff_ci_high, alpha):
+        return text
+    return text + (" — within noise" if r.p_value >= alpha else " — within noise (the interval contains 0)")
+
+
+NO_TESTS = "- No paired tests (tables/comparisons.csv) were given: no difference can be told from noise."
+
+
+def finding1(comparisons: pd.DataFrame | None, primary: dict[str, str], min_cells: int = 2,
+             threshold: float = 0.5, alpha: float = 0.05, similarity_run: bool = True,
+             similarity: pd.DataFrame | None = None) -> dict[str, Any]:
+    """IPT helps when the demo is similar: top- vs bottom-similarity-bucket gain, and retrieved vs random IPT.
+
+    Every comparison is a row of ``comparisons`` (iclpt.reporting.uncertainty.comparisons_table); a cell meets a
+    criterion when its difference is positive and not within noise (p < alpha, interval excluding 0). ``similarity`` (the E2a table)
+    only feeds the reported zero-shot line."""
+    lines = [] if comparisons is not None else [NO_TESTS]
+    ivp = _tested(comparisons, "ipt_vs_pt", primary)
+    ipt_beats = _significant_wins(ivp, alpha)
+    lines.append(f"- IPT − PT (main setting), paired over test examples: {_tally(ivp, alpha)} of {len(ivp)} "
+                 "task × model cells; the paper says IPT does not *always* beat PT (reported only).")
+    lines += [_comparison_line(r, alpha) for r in ivp.itertuples()]
     # (a) gain in the most vs least similar bucket
-    top_gt_bottom, gaps = [], []
-    b = _primary_rows(buckets, primary) if buckets is not None else pd.DataFrame()
-    if not b.empty:
-        for (task, model), sub in b.groupby(["task", "model"], sort=True):
-            if sub["bucket"].nunique() < 2:
-                continue
-            lo = sub.loc[sub["bucket"].idxmin(), "gain_mean"]
-            hi = sub.loc[sub["bucket"].idxmax(), "gain_mean"]
-            if math.isnan(lo) or math.isnan(hi):
-                continue
-            top_gt_bottom.append(bool(hi > lo))
-            gaps.append(hi - lo)
-            lines.append(f"  - {task} / {model}: IPT − PT gain {_fmt(lo)} in the least similar bucket, "
-                         f"{_fmt(hi)} in the most similar bucket")
+    gap = _tested(comparisons, "bucket_gap", primary)
+    top_gt_bottom = _significant_wins(gap, alpha)
     s_a = _criterion(top_gt_bottom, min_cells, threshold)
-    lines.insert(1, f"- Similarity buckets: gain(top) > gain(bottom) in {sum(top_gt_bottom)}/{len(top_gt_bottom)} "
-                    f"cells (fraction {_fmt(_frac(top_gt_bottom))}, mean gap "
-                    f"{_fmt(sum(gaps) / len(gaps) if gaps else math.nan)}) → {s_a}")
+    mean_gap = float(gap["diff"].mean()) if len(gap) else math.nan
+    lines.append(f"- Similarity buckets: gain(top) − gain(bottom) significantly > 0 in {sum(top_gt_bottom)}/"
+                 f"{len(top_gt_bottom)} cells (fraction {_fmt(_frac(top_gt_bottom))}, mean gap {_fmt(mean_gap)}; "
+                 f"{_tally(gap, alpha)}) → {s_a}")
+    lines += [_comparison_line(r, alpha) for r in gap.itertuples()]
     # (b) retrieved vs random demos for IPT (and ICL, reported)
     s_b = NOT_RUN if not similarity_run else NO_DATA
     ret_gt_rand = {}
-    sim = _primary_rows(similarity, primary) if similarity is not None else pd.DataFrame()
     for method in (IPT, ICL):
-        flags = []
-        if not sim.empty:
-            d = sim[(sim["method"] == method)].dropna(subset=["retrieved_mean", "random_mean"])
-            flags = list(d["retrieved_mean"] > d["random_mean"])
-        ret_gt_rand[method] = flags
-    if similarity_run:
-        s_b = _criterion(ret_gt_rand[IPT], min_cells, threshold)
-    for method in (IPT, ICL):
+        c = _tested(comparisons, "retrieved_vs_random", primary, method)
+        ret_gt_rand[method] = _significant_wins(c, alpha)
+        if method == IPT and similarity_run:
+            s_b = _criterion(ret_gt_rand[IPT], min_cells, threshold)
         f = ret_gt_rand[method]
-        lines.append(f"- {label(method)} with retrieved > random demos in {sum(f)}/{len(f)} cells "
-                     f"(fraction {_fmt(_frac(f))})" + (f" → {s_b}" if method == IPT else " (reported only)"))
+        lines.append(f"- {label(method)} with retrieved − random demos significantly > 0 in {sum(f)}/{len(f)} cells "
+                     f"(fraction {_fmt(_frac(f))}; {_tally(c, alpha)})"
+                     + (f" → {s_b}" if method == IPT else " (reported only)"))
+        lines += [_comparison_line(r, alpha) for r in c.itertuples()]
+    sim = _primary_rows(similarity, primary) if similarity is not None else pd.DataFrame()
     if not sim.empty and "retrieved_mean" in sim.columns:
         icl_ret = sim["retrieved_mean"].where(sim["method"] == ICL)
         lines += _baseline_lines(sim.assign(_ref=icl_ret), "task", "_ref", f"{label(ICL)} retrieved")
@@ -168,23 +203,29 @@ def finding2(stability: pd.DataFrame | None, primary: dict[str, str], min_cells:
             "criteria": {"seeds": s_seed, "lengths": s_len}, "lines": head + lines}
 
 
-def finding3(transfer: pd.DataFrame | None, primary: dict[str, str], min_cells: int = 2,
-             threshold: float = 0.5, transfer_run: bool = True) -> dict[str, Any]:
-    """A PT prompt from a source task + target demos beats ICL on the target (and, reported, PT on the target)."""
-    if not transfer_run or transfer is None:
+def finding3(comparisons: pd.DataFrame | None, primary: dict[str, str], min_cells: int = 2,
+             threshold: float = 0.5, alpha: float = 0.05, transfer_run: bool = True,
+             transfer: pd.DataFrame | None = None) -> dict[str, Any]:
+    """A PT prompt from a source task + target demos beats ICL on the target (and, reported, PT on the target).
+
+    A pair counts when its paired difference is positive and not within noise (p < alpha, interval excluding 0);
+    ``transfer`` (the E4
+    table) only feeds the reported zero-shot line."""
+    if not transfer_run:
         return {"status": NOT_RUN, "lines": ["- Experiment E4 was not run (experiments.transfer false or one task)."],
                 "beats_icl": [], "beats_pt": []}
-    t = _primary_rows(transfer, primary, task_col="target")
-    beats_icl, beats_pt = [], []
-    if not t.empty:
-        tr = t[t["kind"] == "transfer"]
-        beats_icl = [bool(v) for v in tr["beats_icl"] if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        beats_pt = [bool(v) for v in tr["beats_pt"] if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    lines = [] if comparisons is not None else [NO_TESTS]
+    vs_icl = _tested(comparisons, "transfer_vs_icl", primary)
+    vs_pt = _tested(comparisons, "transfer_vs_pt", primary)
+    beats_icl, beats_pt = _significant_wins(vs_icl, alpha), _significant_wins(vs_pt, alpha)
     status = _criterion(beats_icl, min_cells, threshold)
-    lines = [f"- Transfer pairs beating ICL on the target: {sum(beats_icl)}/{len(beats_icl)} "
-             f"(fraction {_fmt(_frac(beats_icl))}) → {status}",
-             f"- Transfer pairs beating PT trained on the target: {sum(beats_pt)}/{len(beats_pt)} "
-             f"(fraction {_fmt(_frac(beats_pt))}) (reported only)"]
+    lines.append(f"- Transfer pairs significantly beating ICL on the target: {sum(beats_icl)}/{len(beats_icl)} "
+                 f"(fraction {_fmt(_frac(beats_icl))}; {_tally(vs_icl, alpha)}) → {status}")
+    lines += [_comparison_line(r, alpha, f"source {r.source}") for r in vs_icl.itertuples()]
+    lines.append(f"- Transfer pairs significantly beating PT trained on the target: {sum(beats_pt)}/{len(beats_pt)} "
+                 f"(fraction {_fmt(_frac(beats_pt))}; {_tally(vs_pt, alpha)}) (reported only)")
+    lines += [_comparison_line(r, alpha, f"source {r.source}") for r in vs_pt.itertuples()]
+    t = _primary_rows(transfer, primary, task_col="target") if transfer is not None else pd.DataFrame()
     if not t.empty and f"{ICL}_mean" in t.columns:
         lines += _baseline_lines(t, "target", f"{ICL}_mean", f"{label(ICL)} on the target")
     return {"status": status, "beats_icl": beats_icl, "beats_pt": beats_pt, "lines": lines}
@@ -200,12 +241,21 @@ PAPER_FINDINGS = {
 
 
 def render_findings(run: str, f1: dict[str, Any], f2: dict[str, Any], f3: dict[str, Any],
-                    min_cells: int = 2, threshold: float = 0.5) -> str:
+                    min_cells: int = 2, threshold: float = 0.5, alpha: float = 0.05,
+                    n_resamples: int | None = None) -> str:
+    level = f"{100 * (1 - alpha):g} %"
+    resamples = f"{n_resamples} resamples, " if n_resamples else ""
     out = [f"# Findings of run `{run}`", "",
            "Each of the paper's findings is checked on this run's numbers (tables/ in this folder). A criterion is "
            f"met when the fraction of cells (task × model, primary metric) or transfer pairs exceeds {threshold}; "
            f"with fewer than {min_cells} cells it reports 'not enough data'. Tiny demo models and few examples "
-           "make these numbers noise, not evidence.", ""]
+           "make these numbers noise, not evidence.", "",
+           f"Every comparison of findings 1 and 3 is a paired bootstrap over the test examples ({resamples}the "
+           "same resamples for both sides and every seed; sacrebleu's paired bootstrap for BLEU, its p-value "
+           "convention for every metric; tables/comparisons.csv): the difference of the seed means, its "
+           f"{level} interval in brackets and p. A difference with p ≥ {alpha}, or whose interval contains 0, is "
+           "*within noise* and never counts towards a criterion. Finding 2 is about the spread over seeds and prompt lengths, "
+           "reported as it is.", ""]
     for i, f in ((1, f1), (2, f2), (3, f3)):
         out += [f"## Finding {i}: **{f['status']}**", "", f"Paper: {PAPER_FINDINGS[i]}", ""] + f["lines"] + [""]
     return "\n".join(out)

@@ -17,43 +17,69 @@ def write_csv(df: pd.DataFrame, path: PathLike, float_format: str = "%.4f") -> N
         df.to_csv(fh, index=False, float_format=float_format, lineterminator="\n")
 
 
-def _cell(mean: float, std: float, n: int, digits: int, pm: str) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _cell(cell: tuple, digits: int, pm: str) -> str:
+    """(mean, std, n[, low, high]) -> 'mean ± std' (std only with 2+ seeds), then ' [low, high]' when the cell
+    has a bootstrap interval."""
+    mean, std, n = cell[:3]
+    low, high = cell[3:5] if len(cell) >= 5 else (None, None)
+    if _missing(mean):
         return "–"
-    if std is None or (isinstance(std, float) and math.isnan(std)) or n < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f}{pm}{std:.{digits}f}"
+    text = f"{mean:.{digits}f}" if _missing(std) or n < 2 else f"{mean:.{digits}f}{pm}{std:.{digits}f}"
+    if not (_missing(low) or _missing(high)):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
 
 
 def _layout(main: pd.DataFrame, methods: Sequence[str]):
-    """(column keys [(task, metric)], row keys [(model, method)], {(row, col): (mean, std, n)}).
+    """(column keys [(task, metric)], row keys [(model, method)], {(row, col): (mean, std, n[, low, high])}).
 
-    Rows follow `methods` (the registry's report order by default: the zero-shot baseline first)."""
+    Rows follow `methods` (the registry's report order by default: the zero-shot baseline first); low / high
+    when the table has ci_low / ci_high (iclpt.reporting.uncertainty.with_main_ci)."""
     cols = list(dict.fromkeys(zip(main["task"], main["metric"])))
     models = list(dict.fromkeys(main["model"]))
     order = {m: i for i, m in enumerate(methods)}
     present = sorted(set(main["method"]), key=lambda m: (order.get(m, len(order)), m))
     rows = [(mo, me) for mo in models for me in present if ((main["model"] == mo) & (main["method"] == me)).any()]
-    cells = {((r.model, r.method), (r.task, r.metric)): (r.mean, r.std, int(r.n_seeds)) for r in main.itertuples()}
+    ci = _has_ci(main)
+    cells = {((r.model, r.method), (r.task, r.metric)): (r.mean, r.std, int(r.n_seeds))
+             + ((r.ci_low, r.ci_high) if ci else ()) for r in main.itertuples()}
     return cols, rows, cells
+
+
+def _has_ci(main: pd.DataFrame) -> bool:
+    return {"ci_low", "ci_high"} <= set(main.columns)
 
 
 def _col_label(task: str, metric: str, multi: bool) -> str:
     return f"{task} ({metric})" if multi else task
 
 
-def render_main_md(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, digits: int = 1) -> str:
-    """Tasks as columns, model x method as rows, 'mean ± std' over seeds (one seed: mean only)."""
+def _level(alpha: float) -> str:
+    return f"{100 * (1 - alpha):g} %"
+
+
+def render_main_md(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, digits: int = 1,
+                   alpha: float = 0.05) -> str:
+    """Tasks as columns, model x method as rows, 'mean ± std' over seeds (one seed: mean only), followed by
+    ' [low, high]', the (1 − alpha) bootstrap interval over test examples, when the table has ci_low / ci_high."""
     if main.empty:
         return "# E1 main results\n\nNo runs of the main configuration were found.\n"
     cols, rows, cells = _layout(main, methods)
     per_task = pd.Series([t for t, _ in cols]).value_counts()
     header = ["model", "method"] + [_col_label(t, m, per_task[t] > 1) for t, m in cols]
-    lines = ["# E1 main results", "",
-             "Mean ± sample std over seeds (a single number: one seed). Scores are 0–100.", "",
+    note = "Mean ± sample std over seeds (a single number: one seed). Scores are 0–100."
+    if _has_ci(main):
+        note += (f" In brackets: the {_level(alpha)} bootstrap confidence interval over test examples of the seed "
+                 "mean (resampled "
+                 "examples applied to every seed; BLEU rescored from its sufficient statistics, as sacrebleu does).")
+    lines = ["# E1 main results", "", note, "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for mo, me in rows:
-        vals = [_cell(*cells.get(((mo, me), c), (math.nan, math.nan, 0)), digits, " ± ") for c in cols]
+        vals = [_cell(cells.get(((mo, me), c), (math.nan, math.nan, 0)), digits, " ± ") for c in cols]
         lines.append("| " + " | ".join([mo, label(me)] + vals) + " |")
     ns = sorted(set(int(n) for n in main["n_seeds"]))
     lines += ["", f"Seeds per cell: {', '.join(map(str, ns))}.", ""]
@@ -68,7 +94,8 @@ def _tex_escape(s: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in str(s))
 
 
-def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, digits: int = 1) -> str:
+def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, digits: int = 1,
+                    alpha: float = 0.05) -> str:
     """A booktabs tabular: tasks (and metric) as columns, model x method rows, mean $\\pm$ std."""
     if main.empty:
         return "% E1 main results: no runs of the main configuration were found.\n"
@@ -76,8 +103,11 @@ def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     spec = "ll" + "c" * len(cols)
     head1 = ["Model", "Method"] + [_tex_escape(t) for t, _ in cols]
     head2 = ["", ""] + [_tex_escape(m.replace("_", " ")) for _, m in cols]
+    head = "% E1 main results: mean $\\pm$ sample std over seeds"
+    if _has_ci(main):
+        head += f" [{_level(alpha)} bootstrap confidence interval over test examples of the seed mean]"
     out = [
-        "% E1 main results: mean $\\pm$ sample std over seeds (generated by iclpt.reporting)",
+        head + " (generated by iclpt.reporting)",
         "\\begin{tabular}{" + spec + "}",
         "\\toprule",
         " & ".join(head1) + " \\\\",
@@ -88,7 +118,7 @@ def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     for mo, me in rows:
         if prev is not None and mo != prev:
             out.append("\\midrule")
-        vals = [_cell(*cells.get(((mo, me), c), (math.nan, math.nan, 0)), digits, " $\\pm$ ") for c in cols]
+        vals = [_cell(cells.get(((mo, me), c), (math.nan, math.nan, 0)), digits, " $\\pm$ ") for c in cols]
         out.append(" & ".join([_tex_escape(mo) if mo != prev else "", _tex_escape(label(me))] + vals) + " \\\\")
         prev = mo
     out += ["\\bottomrule", "\\end{tabular}", ""]
