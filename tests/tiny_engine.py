@@ -1,4 +1,5 @@
-"""Helpers of the soft-prompt engine tests: tiny random GPT-2 / OPT / BLOOM built once per test session."""
+"""Helpers of the soft-prompt engine tests: tiny random GPT-2 / OPT / BLOOM / Llama / Gemma 3 built once per test
+session (the Llama and Gemma 3 builds mirror SmolLM2 and Gemma 3 270M: see :mod:`iclpt.tiny_model`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-ARCHS = ("gpt2", "opt", "bloom")
+ARCHS = ("gpt2", "opt", "bloom", "llama", "gemma3")
 
 _WORDS = ("red blue green small big old new cat dog bird fish tree house river city table chair "
           "runs sleeps eats sees likes has the a of in on with and is was name age country").split()

@@ -21,6 +21,10 @@ from iclpt.soft_prompt import freeze
 # training loss may apply the head to the target positions only
 _PLAIN_HEAD = {"gpt2", "opt", "bloom", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "gpt_neo",
                "phi", "phi3", "falcon", "stablelm", "olmo", "olmo2", "smollm3"}
+# families whose logits are tanh soft-capped by ``config.final_logit_softcapping`` when it is set (Gemma 2 / 3;
+# Gemma 3 270M has none): the fast path applies the same cap. Gemma 3's 262k-entry vocabulary makes the full
+# logits of a training batch several GB, so this path matters most there.
+_SOFTCAP_HEAD = {"gemma2", "gemma3_text"}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -160,13 +164,17 @@ def target_logits(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask:
     """
     mt = getattr(model.config, "model_type", "")
     head = model.get_output_embeddings()
-    if mt in _PLAIN_HEAD and head is not None:
+    if (mt in _PLAIN_HEAD or mt in _SOFTCAP_HEAD) and head is not None:
         base = model.base_model
         kw: dict[str, Any] = dict(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
         if _accepts(base, "position_ids"):
             kw["position_ids"] = position_ids
         hidden = base(**kw).last_hidden_state
-        return head(hidden[predict_mask])
+        logits = head(hidden[predict_mask])
+        cap = getattr(model.config, "final_logit_softcapping", None) if mt in _SOFTCAP_HEAD else None
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
     out = lm_forward(model, inputs_embeds, attention_mask, position_ids)
     return out.logits[predict_mask]
 

@@ -46,30 +46,49 @@ class SoftPrompt(nn.Module):
 
 
 # ---- initialisation ------------------------------------------------------------------------------
+def embed_ids(model: nn.Module, ids: torch.Tensor | list[int]) -> torch.Tensor:
+    """What the model's input-embedding module outputs for ``ids`` (float32, CPU, ``[len(ids), hidden]``).
+
+    This, not a row of ``get_input_embeddings().weight``, is the vector a token contributes to the model's input:
+    Gemma's ``Gemma3TextScaledWordEmbedding`` multiplies the looked-up row by ``sqrt(hidden)`` in its forward
+    (so do Gemma 1/2), and a soft prompt is fed through ``inputs_embeds``, after that module. Initialising from
+    the raw weight would start the prompt ``sqrt(hidden)`` times smaller than the text it precedes (25x for
+    Gemma 3 270M). For plain ``nn.Embedding`` modules the two are bit-identical. PEFT's ``SAMPLE_VOCAB`` /
+    ``TEXT`` initialisations call the module too.
+    """
+    emb = model.get_input_embeddings()
+    dev = emb.weight.device
+    ids = torch.as_tensor(ids, dtype=torch.long, device=dev)
+    with torch.no_grad():
+        return emb(ids).detach().float().cpu().clone()
+
+
 def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", seed: int = 0,
                 init_vocab_size: int = 5000, init_text: str | None = None, init_file: str | None = None,
                 tokenizer: Any = None) -> torch.Tensor:
     """Initial prompt values ``[n, hidden]`` (float32, CPU).
 
-    - ``vocab``: embeddings of ``n`` token ids drawn (seeded, without replacement while possible) from the
-      ``init_vocab_size`` lowest ids (the most frequent entries of BPE vocabularies), Lester et al. (2021).
+    - ``vocab``: input embeddings (:func:`embed_ids`, so on the scale of the text) of ``n`` token ids drawn
+      (seeded, without replacement while possible) from the ``init_vocab_size`` lowest ids (the most frequent
+      entries of BPE vocabularies), Lester et al. (2021).
     - ``random``: uniform in ``[-0.5, 0.5]`` (Lester et al.'s random-uniform baseline), seeded.
-    - ``text``: the token embeddings of ``init_text``, repeated to fill ``n`` (PEFT's TEXT init), then cut.
+    - ``text``: the input embeddings of the tokens of ``init_text`` (no special tokens), repeated to fill ``n``,
+      then cut. PEFT's TEXT init is the same except that it tokenises with the tokenizer's special tokens
+      (a leading BOS for Gemma / OPT); here the BOS stays where the text part of every row has it.
     - ``file``: a saved prompt (``prompt.safetensors``); its length must be ``n``.
     """
     n = int(n_virtual_tokens)
     if n < 1:
         raise ValueError("a soft prompt needs at least one virtual token")
-    emb = model.get_input_embeddings().weight.detach().float().cpu()
-    hidden = emb.shape[1]
+    vocab, hidden = (int(x) for x in model.get_input_embeddings().weight.shape)
     gen = torch.Generator().manual_seed(int(seed))
     if init == "vocab":
-        pool = max(1, min(int(init_vocab_size), emb.shape[0]))
+        pool = max(1, min(int(init_vocab_size), vocab))
         if n <= pool:
             ids = torch.randperm(pool, generator=gen)[:n]
         else:
             ids = torch.randint(pool, (n,), generator=gen)
-        return emb[ids].clone()
+        return embed_ids(model, ids)
     if init == "random":
         return torch.rand(n, hidden, generator=gen) - 0.5
     if init == "text":
@@ -81,7 +100,7 @@ def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", se
         if not ids:
             raise ValueError(f"init_text {init_text!r} has no tokens")
         ids = (ids * (n // len(ids) + 1))[:n]
-        return emb[torch.tensor(ids)].clone()
+        return embed_ids(model, ids)
     if init == "file":
         if not init_file:
             raise ValueError("prompt init 'file' needs init_file")
