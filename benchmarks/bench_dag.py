@@ -33,7 +33,7 @@ def main() -> None:
     print(f"paper DAG: {total.group(1) if total else '?'} jobs built in {dt:.1f} s (target 20 s): ratio {dt / 20:.2f}")
     ratios.append(dt / 20)
     if (ROOT / "results" / "demo" / "tables" / "main.csv").exists():
-        dt, out = timed("--cores", "2", "--configfile", "config/demo.yaml")
+        dt, out = timed("--cores", "2", "--configfile", "config/tiny.yaml")
         nothing = "Nothing to be done" in out
         print(f"demo no-op: {dt:.1f} s (target 10 s), nothing to be done: {nothing}: ratio {dt / 10:.2f}")
         ratios.append(dt / 10)

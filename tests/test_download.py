@@ -159,7 +159,7 @@ def test_rule_download_then_prepare(server, tmp_path, demo_data, repo_root):
     target = f"results/{run}/data/spider/dev.jsonl"
     exe = repo_root / ".venv/bin/snakemake"
     cmd = [str(exe) if exe.exists() else "snakemake", target, "--cores", "1", "--nolock",
-           "--configfile", str(repo_root / "config/demo.yaml"), str(tmp_path / "cfg.yaml")]
+           "--configfile", str(repo_root / "config/tiny.yaml"), str(tmp_path / "cfg.yaml")]
     try:
         proc = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300,
                               env=os.environ | {"ICLPT_DOWNLOAD_BASE_URL": base})

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def small_config(run: str, tasks: tuple[str, ...]) -> dict:
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
     cfg["run"] = run
     cfg["tasks"] = {t: cfg["tasks"][t] for t in tasks}
     cfg["seeds"] = [0]

@@ -10,7 +10,7 @@ import pytest
 from workflow_helpers import ROOT, env
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "sample.yaml", "config.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "tiny.yaml", "sample.yaml", "mini.yaml", "config.yaml"])
 def test_snakemake_lint_is_clean(name):
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", f"config/{name}"],
                           cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)

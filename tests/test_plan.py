@@ -72,15 +72,15 @@ def test_plan_pending_after_run(mini):
 
 
 def test_plan_demo_config():
-    r = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules", "--configfile", "config/demo.yaml"],
+    r = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules", "--configfile", "config/tiny.yaml"],
                        cwd=ROOT, text=True, capture_output=True)
     missing = {"prepare", "train_prompt", "predict", "score"} - set(r.stdout.split())
     if missing:
         pytest.skip(f"pipeline rules not written yet: {sorted(missing)}")
-    p = json.loads(run_plan(["--configfile", "config/demo.yaml", "--json"], ROOT))
+    p = json.loads(run_plan(["--configfile", "config/tiny.yaml", "--json"], ROOT))
     rows = {r["rule"]: r["jobs"] for r in p["rules"]}
     assert rows.get("train_prompt", 0) > 0 and rows.get("predict", 0) > 0 and p["total_jobs"] == sum(rows.values())
     # the paper config's GPU estimates do not leak into the demo (a --configfile replaces config/config.yaml)
-    demo_res = (yaml.safe_load((ROOT / "config/demo.yaml").read_text()) or {}).get("resources", {})
+    demo_res = (yaml.safe_load((ROOT / "config/tiny.yaml").read_text()) or {}).get("resources", {})
     if not any("gpu_hours_per_job" in v for v in demo_res.values()):
         assert p["total_gpu_hours"] == 0

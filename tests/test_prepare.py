@@ -182,7 +182,7 @@ def _snakemake(repo_root, tmp_path, data_root, run):
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"results/{run}/data/mtop/{s}.jsonl" for s in ("train", "dev", "test")]
     cmd = [str(repo_root / ".venv/bin/snakemake") if (repo_root / ".venv/bin/snakemake").exists() else "snakemake",
-           *targets, "--cores", "1", "--nolock", "--configfile", str(repo_root / "config/demo.yaml"),
+           *targets, "--cores", "1", "--nolock", "--configfile", str(repo_root / "config/tiny.yaml"),
            str(tmp_path / "cfg.yaml")]
     return subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300), targets
 

@@ -140,7 +140,7 @@ def add_toy_task_and_method(work) -> None:
 def test_a_new_task_and_method_through_the_registries_alone(tmp_path):
     work = copy_repo(tmp_path / "repo")
     add_toy_task_and_method(work)
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
     cfg["run"] = "toy"
     cfg["tasks"] = {"mtop": cfg["tasks"]["mtop"], "toy": dict(cfg["tasks"]["mtop"])}
     cfg["methods"] = ["zeroshot", "icl", "pt", "ipt", "ipt_only"]

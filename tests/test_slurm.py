@@ -182,7 +182,7 @@ def test_default_profile_does_not_override_slurm_keys():
 
 
 def _pipeline_rules() -> set[str]:
-    r = subprocess.run(SNAKEMAKE + ["--list-rules", "--configfile", "config/demo.yaml"], cwd=ROOT,
+    r = subprocess.run(SNAKEMAKE + ["--list-rules", "--configfile", "config/tiny.yaml"], cwd=ROOT,
                        text=True, capture_output=True)
     return set(r.stdout.split()) if r.returncode == 0 else set()
 
@@ -192,7 +192,7 @@ def test_slurm_profile_dry_run_demo(tmp_path):
     if missing:
         pytest.skip(f"pipeline rules not written yet: {sorted(missing)}")
     env = env_without_slurm(tmp_path)
-    rc, out, dt = run_snakemake(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/demo.yaml",
+    rc, out, dt = run_snakemake(["--profile", "profiles/slurm", "-n", "--forceall", "--configfile", "config/tiny.yaml",
                                  "--quiet", "rules"], cwd=ROOT, env=env)
     assert rc == 0, out[-5000:]
     assert re.search(r"^total\s+\d+$", out, flags=re.M), out[-3000:]
@@ -263,8 +263,8 @@ def test_mini_workflow_through_slurm(cluster, tmp_path):
 
 # ---- the demo pipeline -------------------------------------------------------------------------------------
 def demo_subset_config(dest: Path) -> Path:
-    """config/demo.yaml bounded to one task, one seed and one prompt length, with resources the node can hold."""
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    """config/tiny.yaml bounded to one task, one seed and one prompt length, with resources the node can hold."""
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
     tasks = os.environ.get("ICLPT_SLURM_DEMO_TASKS", "").split(",") if os.environ.get("ICLPT_SLURM_DEMO_TASKS") \
         else [next(iter(cfg["tasks"]))]
     cfg["run"] = "slurmtest"

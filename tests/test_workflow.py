@@ -25,7 +25,7 @@ def is_report(rule: str) -> bool:
 
 
 def mini_config() -> dict:
-    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
     cfg["run"] = "mini"
     cfg["tasks"] = {t: cfg["tasks"][t] for t in ("mtop", "spider")}
     cfg["seeds"] = [0]
@@ -61,7 +61,9 @@ def test_complete_run_produces_tables(mini):
     main = pd.read_csv(res / "tables" / "main.csv")
     assert set(main["task"]) == {"mtop", "spider"}
     assert set(main["method"]) == {"zeroshot", "icl", "pt", "ipt"}
-    assert set(main.columns) >= {"task", "model", "method", "metric", "n_seeds", "mean", "std", "min", "max"}
+    assert set(main.columns) >= {"task", "model", "method", "metric", "n_seeds", "mean", "ci_low", "ci_high", "std",
+                                 "min", "max"}
+    assert (res / "tables" / "comparisons.csv").is_file()
     spider_metrics = set(main.loc[main["task"] == "spider", "metric"])
     assert spider_metrics == {"exact_set_match", "execution_accuracy"}
     preds = res / "predictions" / "mtop" / "tiny-gpt2" / "ipt" / "L4" / "retrieved" / "s0" / "predictions.jsonl"

@@ -411,7 +411,7 @@ def _transfer_outputs():
 
 def report_targets():
     """Every report output the config asks for (common.smk's all_targets() adds these)."""
-    out = [f"{TABLES}/all_runs.csv", f"{TABLES}/retrieval.csv", f"{RES}/findings.md"]
+    out = [f"{TABLES}/all_runs.csv", f"{TABLES}/retrieval.csv", f"{TABLES}/comparisons.csv", f"{RES}/findings.md"]
     if _exp("main"):
         out += _main_outputs()
     if _exp("similarity"):
@@ -424,7 +424,7 @@ def report_targets():
 
 
 def _findings_inputs():
-    d = {"runs": f"{TABLES}/all_runs.csv"}
+    d = {"runs": f"{TABLES}/all_runs.csv", "comparisons": f"{TABLES}/comparisons.csv"}
     if _exp("main"):
         d["main"] = f"{TABLES}/main.csv"
     if _exp("similarity"):
@@ -435,6 +435,45 @@ def _findings_inputs():
     if transfer_run():
         d["transfer"] = f"{TABLES}/transfer.csv"
     return d
+
+
+# ---- report stage: bootstrap intervals over test examples and paired tests (iclpt.stats) ---------------
+#: resamples, level and seed of every interval and paired test; a report rule that resamples gets them as params
+BOOTSTRAP = {
+    "n_resamples": int(config["report"]["bootstrap_resamples"]),
+    "alpha": float(config["report"]["alpha"]),
+    "seed": int(config["report"]["bootstrap_seed"]),
+}
+
+
+def _in_main_length(r):
+    """Whether a predict run has its method's main prompt length (E3's other lengths do not)."""
+    return r.length == methods.get_method(r.method).length(MAIN_LEN)
+
+
+def _scores_of(keep):
+    return [f"{fmt_run(PRED_DIR, r)}/scores.jsonl" for r in predict_runs() if _in_main_length(r) and keep(r)]
+
+
+def main_ci_scores():
+    """scores.jsonl of the E1 cells (and E4's reference rows): each non-family method in its main setting."""
+    return _scores_of(lambda r: not methods.get_method(r.method).family
+                      and r.demos == methods.get_method(r.method).main_demos)
+
+
+def similarity_ci_scores():
+    """scores.jsonl of the E2a cells: the methods run with retrieved and with random demos."""
+    return _scores_of(lambda r: not methods.get_method(r.method).family and "random" in methods.get_method(r.method).demos)
+
+
+def transfer_ci_scores():
+    """scores.jsonl of the E4 rows: the transfer runs and the target's reference methods."""
+    return main_ci_scores() + _scores_of(lambda r: methods.get_method(r.method).family)
+
+
+def comparison_scores():
+    """scores.jsonl of every run a comparison of findings.md reads (every run at its main length)."""
+    return _scores_of(lambda r: True)
 
 
 def all_targets():
