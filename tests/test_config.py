@@ -21,7 +21,8 @@ def load(name: str) -> dict:
 
 ALL_TASKS = {"totto", "dart", "logic2text", "spider", "mtop"}
 SHIPPED = {"config.yaml": ("paper", ALL_TASKS), "tiny.yaml": ("tiny", ALL_TASKS), "sample.yaml": ("sample", ALL_TASKS),
-           "demo.yaml": ("demo", {"mtop", "dart"}), "mini.yaml": ("mini", {"mtop", "dart", "logic2text"})}
+           "demo.yaml": ("demo", {"mtop", "dart"}), "gemma.yaml": ("gemma", {"mtop", "dart"}),
+           "mini.yaml": ("mini", {"mtop", "dart", "logic2text"})}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -42,6 +43,7 @@ def test_defaults_are_filled_in():
     assert cfg["prompt"]["length"] == 25 and cfg["prompt"]["lengths"] == [1, 5, 10, 25, 50, 100]
     assert cfg["retrieval"]["k"] == 8 and cfg["demos"]["n_demos"] == 1
     assert cfg["tasks"]["mtop"]["source"] == "local"
+    assert cfg["tasks"]["mtop"]["missing_database"] == "error"
 
 
 def test_paper_config_matches_protocol():
@@ -93,6 +95,11 @@ BAD = [
     ("models.tiny-gpt2", {"build": {"architecture": "mamba"}}, "'mamba' is not one of"),
     ("predict.batch_size", 0, "0 is less than the minimum of 1"),
     ("experiments.transfer", "yes", "'yes' is not of type 'boolean'"),
+    ("tasks.spider.missing_database", "skip", "'skip' is not one of ['error', 'exclude']"),
+    ("tasks.mtop.filez", {"train": "a"}, "'filez' was unexpected"),
+    ("resources.predict.memory", 100, "'memory' was unexpected"),
+    ("models.tiny-gpt2.build.hiden_size", 32, "'hiden_size' was unexpected"),
+    ("train.lr", "1e-3", "'1e-3' is not of type 'number'"),  # YAML 1.1 reads 1e-3 as a string
 ]
 
 

@@ -32,8 +32,14 @@ def test_counts_mtop(shared_data):
 
 
 def test_counts_spider(shared_data):
-    out = prepare_task("spider", _files(shared_data, "spider/train_spider.json", "spider/dev.json", "spider/dev.json"))
-    assert len(out["train"]) == 2000 and len(out["dev"]) == 500 and len(out["test"]) == 500
+    files = _files(shared_data, "spider/train_spider.json", "spider/dev.json", "spider/dev.json")
+    with pytest.raises(DataError, match=r"dev.json: row 0: the database of db_id 'concert_singer' is missing"):
+        prepare_task("spider", files)  # dev.json as the test split: most of its databases are not shipped
+    excluded = {}
+    out = prepare_task("spider", files, missing_database="exclude", excluded=excluded)
+    assert len(out["train"]) == 2000 and len(out["dev"]) == 500
+    assert len(out["test"]) == 83 and len(excluded["test"]) == 417  # the 83 dev rows whose database is shipped
+    assert all(r["meta"]["db_path"] for r in out["test"])
 
 
 def test_counts_dart(shared_data):
@@ -175,15 +181,16 @@ def test_script_leaves_no_output_on_error(repo_root, demo_data, tmp_path, breaka
 
 # ---- the Snakemake rule, for real (data targets only) ---------------------------------------------------
 def _snakemake(repo_root, tmp_path, data_root, run):
-    cfg = {"run": run, "data_root": str(data_root),
-           "tasks": {"mtop": {"source": "local", "files": {"train": "mtop/train.json", "dev": "mtop/dev.json",
-                                                           "test": "mtop/test.json"},
-                              "max_examples": {"train": 12}}}}
+    # a whole config (not an overlay of tiny.yaml): every task a config names must have its files (parse-time check)
+    cfg = yaml.safe_load((repo_root / "config/tiny.yaml").read_text())
+    cfg.update({"run": run, "data_root": str(data_root),
+                "tasks": {"mtop": {"source": "local", "files": {"train": "mtop/train.json", "dev": "mtop/dev.json",
+                                                                "test": "mtop/test.json"},
+                                   "max_examples": {"train": 12}}}})
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"results/{run}/data/mtop/{s}.jsonl" for s in ("train", "dev", "test")]
     cmd = [str(repo_root / ".venv/bin/snakemake") if (repo_root / ".venv/bin/snakemake").exists() else "snakemake",
-           *targets, "--cores", "1", "--nolock", "--configfile", str(repo_root / "config/tiny.yaml"),
-           str(tmp_path / "cfg.yaml")]
+           *targets, "--cores", "1", "--nolock", "--configfile", str(tmp_path / "cfg.yaml")]
     return subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=300), targets
 
 

@@ -5,6 +5,10 @@ in docs/architecture.md). Checks: every file exists (the error names it), malfor
 (from the adapters / iclpt.io), an empty split names task, split and file, ids are unique within the task's
 split (the same file may serve two splits: ids carry the split, so they stay unique within the task).
 
+Exclusions are never silent: an example an adapter leaves out (a Spider test example whose database file is
+missing under `missing_database="exclude"`, a DART train entry without annotation text, a Logic2Text train line
+without caption) is logged and listed in `excluded` (the prepare rule writes it to prepare.json).
+
 Groups: after loading, records of one split with the same `input` share `meta.group` (the group of the first
 of them), on top of what the adapter set (DART annotations of one entry; identical MTOP utterances ...).
 
@@ -61,7 +65,8 @@ def validate_records(task: str, split: str, path: Path, records: list[dict[str, 
 
 
 def load_split(task: str | Task, split: str, path: str | Path, **ctx: Any) -> list[dict[str, Any]]:
-    """Load and validate one split file (no subsampling)."""
+    """Load and validate one split file (no subsampling). ctx reaches the adapter (`missing_database`,
+    `excluded`: the list that receives the examples the adapter leaves out, with their reason)."""
     adapter = get_task(task)
     path = Path(path)
     if not path.is_file():
@@ -77,9 +82,16 @@ def prepare_task(
     files: Mapping[str, str | Path],
     max_examples: Mapping[str, int | None] | None = None,
     seed: int = 0,
+    missing_database: str = "error",
+    excluded: dict[str, list[dict[str, str]]] | None = None,
     **ctx: Any,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Load, validate, group and subsample the train/dev/test splits of `task` (see the module docstring)."""
+    """Load, validate, group and subsample the train/dev/test splits of `task` (see the module docstring).
+
+    `missing_database`: error | exclude, for test examples whose database file is missing (Spider). `excluded`,
+    when given, receives `{split: [{"id", "reason"}, ...]}` of every example an adapter left out."""
+    if missing_database not in ("error", "exclude"):
+        raise ValueError(f"missing_database must be 'error' or 'exclude', got {missing_database!r}")
     adapter = get_task(task)
     missing = [s for s in SPLITS if s not in files]
     if missing:
@@ -94,9 +106,16 @@ def prepare_task(
     max_examples = dict(max_examples or {})
     out = {}
     for split in SPLITS:
-        records = load_split(adapter, split, files[split], **ctx)
+        left_out: list[dict[str, str]] = []
+        records = load_split(adapter, split, files[split], missing_database=missing_database, excluded=left_out,
+                             **ctx)
         kept = subsample(records, max_examples.get(split), seed)
         log.info("%s %s: %d records from %s, %d kept", adapter.name, split, len(records), files[split], len(kept))
+        if left_out:
+            log.warning("%s %s: %d example(s) left out of %s (first: %s, %s)", adapter.name, split, len(left_out),
+                        files[split], left_out[0]["id"], left_out[0]["reason"])
+        if excluded is not None:
+            excluded[split] = left_out
         out[split] = kept
     return out
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from iclpt.modeling import autocast, lm_forward, output_cache
-from iclpt.prompting import Encoded, Encoder, Template, build_examples, demo_count, index_by_id
+from iclpt.prompting import Encoded, Encoder, Template, build_examples, demo_count, index_by_id, load_retrieval
 from iclpt.soft_prompt import assemble_inputs
 
 
@@ -41,7 +41,11 @@ def greedy_generate(model: torch.nn.Module, prompt: torch.Tensor | None, rows: S
                     device: torch.device | None = None, precision: str = "fp32") -> list[list[int]]:
     """Greedy continuation of each token row (the soft prompt prepended); returns the new ids of each row,
     up to and including its stop token. ``use_cache=False`` recomputes the whole sequence every step (the
-    reference path of the tests)."""
+    reference path of the tests).
+
+    With the KV cache, a row that has stopped leaves the batch (its cache rows, mask and positions are dropped
+    with ``Cache.reorder_cache``), so later steps compute only the rows still running; ``transformers``'
+    ``generate()`` keeps feeding finished rows to the end."""
     device = device or next(model.parameters()).device
     B = len(rows)
     T = max(len(r) for r in rows)
@@ -64,6 +68,7 @@ def greedy_generate(model: torch.nn.Module, prompt: torch.Tensor | None, rows: S
     out_ids = torch.full((B, max_new_tokens), int(pad_id), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     n_gen = torch.zeros(B, dtype=torch.long, device=device)
+    live = torch.arange(B, device=device)  # the rows of the original batch still in the (cached) batch
     cache = None
     for t in range(max_new_tokens):
         with autocast(device, precision):
@@ -77,15 +82,32 @@ def greedy_generate(model: torch.nn.Module, prompt: torch.Tensor | None, rows: S
             else:
                 out = lm_forward(model, embeds, attn, pos, use_cache=False, last_only=True)
         nxt = out.logits[:, -1, :].float().argmax(dim=-1)
-        nxt = torch.where(done, torch.full_like(nxt, int(pad_id)), nxt)
-        out_ids[:, t] = nxt
-        n_gen += (~done).long()
-        done = done | stop[nxt]
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
+        if use_cache:  # rows that stopped leave the batch (below), so every row here is still decoding
+            act = ~done[live]
+            rows_act = live[act]
+            out_ids[rows_act, t] = nxt[act]
+            n_gen[rows_act] += 1
+            done[rows_act] = stop[nxt[act]]
+            if t == max_new_tokens - 1 or bool(done.all()):
+                break
+            running = ~done[live]
+            if not bool(running.all()):
+                if hasattr(cache, "reorder_cache"):
+                    keep = running.nonzero().squeeze(1)
+                    cache.reorder_cache(keep)
+                    live, nxt, attn, pos = live[keep], nxt[keep], attn[keep], pos[keep]
+                else:  # a cache that cannot drop rows: finished rows are fed on, their output ignored
+                    nxt = torch.where(running, nxt, torch.full_like(nxt, int(pad_id)))
+        else:
+            nxt = torch.where(done, torch.full_like(nxt, int(pad_id)), nxt)
+            out_ids[:, t] = nxt
+            n_gen += (~done).long()
+            done = done | stop[nxt]
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
         step_embeds = emb(nxt).unsqueeze(1)
-        # finished rows keep being fed (their output is ignored); their mask stays 1 so shapes stay uniform
-        attn = torch.cat([attn, attn.new_ones((B, 1))], dim=1)
+        # finished rows that stay in the batch keep being fed (their output is ignored); their mask stays 1
+        attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
         pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
         if not use_cache:
             embeds = torch.cat([embeds, step_embeds.to(embeds.dtype)], dim=1)
@@ -156,11 +178,9 @@ def load_job_prompt(prompt_path: str | None, model: torch.nn.Module, params: dic
 
     if not prompt_path:
         return None
-    prompt, _ = load_prompt(prompt_path)
-    if prompt.shape[1] != model.get_input_embeddings().weight.shape[1]:
-        raise ValueError(f"{prompt_path}: prompt width {prompt.shape[1]} does not match the model")
-    if int(params.get("length", prompt.shape[0])) != prompt.shape[0]:
-        raise ValueError(f"{prompt_path}: prompt has {prompt.shape[0]} vectors, expected {params['length']}")
+    length = int(params["length"]) if params.get("length") is not None else None
+    prompt, _ = load_prompt(prompt_path, hidden_size=int(model.get_input_embeddings().weight.shape[1]),
+                            length=length)
     return prompt
 
 
@@ -169,14 +189,14 @@ def _encode_test(tokenizer: Any, params: dict[str, Any], test_path: str, train_p
                  ) -> tuple[list[dict[str, Any]], list[Encoded], dict[str, int]]:
     from iclpt.io import read_jsonl
 
-    records = read_jsonl(test_path, required=("id", "input", "references"))
-    if params.get("max_examples"):
-        records = records[: int(params["max_examples"])]
+    all_records = read_jsonl(test_path, required=("id", "input", "references"))
+    records = all_records[: int(params["max_examples"])] if params.get("max_examples") else all_records
     pool: dict[str, dict[str, Any]] = {}
     ret = None
     if n_demos > 0:
         pool = index_by_id(read_jsonl(train_path, required=("id", "input", "target")), str(train_path))
-        ret = index_by_id(read_jsonl(retrieval_path, required=("id", "demo_ids")), str(retrieval_path))
+        ret = load_retrieval(str(retrieval_path), all_records, pool, n_demos, str(test_path), str(train_path),
+                             exclude_self=False)
     encoder = Encoder(tokenizer, Template(params["input_label"], params["output_label"]))
     examples, stats = build_examples(encoder, records, ret, pool, n_demos, n_virtual, max_length,
                                      with_target=False, max_new_tokens=int(params["max_new_tokens"]),

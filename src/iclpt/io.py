@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,15 +36,54 @@ class DataError(ValueError):
     """Bad input data. The message names the file (and line) and what was expected."""
 
 
+def decode_utf8(data: bytes, path: PathLike, first_line: int = 1) -> str:
+    """`data` decoded as UTF-8 (a leading byte-order mark dropped); invalid bytes raise DataError naming the
+    file, line and column."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {col}); "
+                        "the file must be UTF-8 encoded") from None
+
+
+def read_text(path: PathLike) -> str:
+    """A UTF-8 text file (errors name the file, and the line of an invalid byte)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return decode_utf8(path.read_bytes(), path)
+
+
+def read_lines(path: PathLike) -> list[str]:
+    """The lines of a UTF-8 text file without their line ends (split on \\n only, as files are written)."""
+    text = read_text(path)
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_jsonl(path: PathLike, required: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Read a JSONL file; malformed lines and missing keys raise DataError naming file and line."""
+    """Read a JSONL file; malformed lines, invalid UTF-8 and missing keys raise DataError naming file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     need = tuple(required)
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = decode_utf8(raw, path, lineno)
             if not line.strip():
                 continue
             try:
@@ -60,13 +100,10 @@ def read_jsonl(path: PathLike, required: Iterable[str] = ()) -> list[dict[str, A
 
 
 def read_json(path: PathLike) -> Any:
-    """Read a JSON document; errors name the file and position."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    """Read a UTF-8 JSON document; errors name the file and position."""
+    text = read_text(path)
     try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
 

@@ -8,6 +8,7 @@ One code path for every method: the caller builds ``inputs_embeds`` / ``attentio
 from __future__ import annotations
 
 import inspect
+import os
 import random
 from contextlib import nullcontext
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from iclpt.checks import check_model_dir, looks_local
+from iclpt.io import DataError
 from iclpt.soft_prompt import freeze
 
 # families whose logits are exactly lm_head(base_model(...).last_hidden_state) (no scaling / soft-capping), so the
@@ -85,15 +88,31 @@ def load_model(path: str, device: str | torch.device = "cpu", precision: str = "
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    check_model_source(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        where = "local folder" if os.path.isdir(path) else "hub id (no local folder of that name)"
+        raise DataError(f"model {path!r} ({where}) could not be loaded: {e}") from e
     model.to(torch.device(device) if isinstance(device, str) else device)
     freeze(model)
     if precision == "bf16":
         precast_for_autocast(model)
     return model, tokenizer
+
+
+def check_model_source(path: str) -> None:
+    """A local folder must hold a complete model (:func:`iclpt.checks.check_model_dir`: the missing or truncated
+    file is named); a path-like value that is no folder is a DataError, not a malformed hub id."""
+    if os.path.isdir(os.path.expanduser(path)):
+        check_model_dir(os.path.expanduser(path))
+    elif os.path.exists(path):
+        raise DataError(f"model path {path} is a file; expected a model folder (config.json, weights, tokenizer)")
+    elif looks_local(path):
+        raise DataError(f"model folder {path} does not exist (as a hub id it would have to be 'org/name')")
 
 
 def precast_for_autocast(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:

@@ -237,8 +237,12 @@ def build_examples(encoder: Encoder, records: Sequence[dict[str, Any]], retrieva
                                            exclude=r["id"] if exclude_self else None)
             scores = line.get("scores") or []
             meta = {"demo_ids": ids, "demo_scores": [scores[k] if k < len(scores) else None for k in ranks]}
-        e = encoder.encode(r["input"], demos, target=r["target"] if with_target else None, n_virtual=n_virtual,
-                           max_length=max_length, max_new_tokens=max_new_tokens)
+        try:
+            e = encoder.encode(r["input"], demos, target=r["target"] if with_target else None,
+                               n_virtual=n_virtual, max_length=max_length, max_new_tokens=max_new_tokens)
+        except ValueError as err:
+            raise DataError(f"example {r['id']!r}: {err} (max_length = {max_length} after the model's context; "
+                            "raise train.max_length / predict.max_length or shorten the soft prompt)") from None
         # the demos actually used (after truncation dropped the least similar ones)
         meta = {"demo_ids": meta["demo_ids"][:e.n_demos], "demo_scores": meta["demo_scores"][:e.n_demos]}
         e.meta = meta
@@ -247,7 +251,53 @@ def build_examples(encoder: Encoder, records: Sequence[dict[str, Any]], retrieva
         stats["demos_dropped"] += e.n_demos_dropped
         stats["input_truncated"] += int(e.input_truncated)
         stats["target_truncated"] += int(e.target_truncated)
+    if n_demos > 0 and out and all(e.n_demos == 0 for e in out):
+        raise DataError(f"max_length {max_length} leaves no room for any demo: all {len(out)} examples lost "
+                        f"their {n_demos} demo(s) (soft prompt {n_virtual}); raise train.max_length / "
+                        "predict.max_length")
     return out, stats
+
+
+def load_retrieval(path: str, queries: Sequence[dict[str, Any]], pool: dict[str, dict[str, Any]], n_demos: int,
+                   split_file: str = "the split", train_file: str = "the train split",
+                   exclude_self: bool = True) -> dict[str, dict[str, Any]]:
+    """The retrieval file's lines keyed by query id, checked against the split they serve (DataError naming the
+    file and the first bad id): one line per query and no line for an id outside the split (a file left from
+    another run or task), demo ids of the train split only, at least ``n_demos`` usable demos per line (the
+    query itself excluded when ``exclude_self``), and as many scores as demo ids."""
+    from iclpt.io import DataError, read_jsonl
+
+    lines = index_by_id(read_jsonl(path, required=("id", "demo_ids")), str(path))
+    ids = {r["id"] for r in queries}
+    stray = next((i for i in lines if i not in ids), None)
+    if stray is not None:
+        raise DataError(f"{path}: id {stray!r} is not an example of {split_file} (a retrieval file from another "
+                        f"run, task or data version?); delete it so that it is recomputed")
+    absent = next((r["id"] for r in queries if r["id"] not in lines), None)
+    if absent is not None:
+        raise DataError(f"{path}: no line for example {absent!r} of {split_file}")
+    for qid, line in lines.items():
+        _check_retrieval_line(path, qid, line, pool, n_demos, train_file, exclude_self)
+    return lines
+
+
+def _check_retrieval_line(path: str, qid: str, line: dict[str, Any], pool: dict[str, dict[str, Any]],
+                          n_demos: int, train_file: str, exclude_self: bool) -> None:
+    from iclpt.io import DataError
+
+    demos = line["demo_ids"]
+    if not isinstance(demos, list) or not all(isinstance(d, str) for d in demos):
+        raise DataError(f"{path}: line of {qid!r}: demo_ids must be a list of ids, got {demos!r:.60}")
+    scores = line.get("scores")
+    if scores is not None and (not isinstance(scores, list) or len(scores) != len(demos)):
+        raise DataError(f"{path}: line of {qid!r}: {len(demos)} demo ids but scores {scores!r:.60}")
+    usable = [d for d in demos if not (exclude_self and d == qid)]  # the query itself is skipped, never used
+    bad = next((d for d in usable if d not in pool), None)
+    if bad is not None:
+        raise DataError(f"{path}: line of {qid!r}: demo id {bad!r} is not in {train_file}")
+    if len(usable) < n_demos:
+        raise DataError(f"{path}: line of {qid!r} lists {len(usable)} usable demo(s), fewer than n_demos = "
+                        f"{n_demos} (retrieved with a smaller retrieval.k than demos.n_demos?)")
 
 
 def index_by_id(rows: Sequence[dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:

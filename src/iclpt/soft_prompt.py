@@ -104,9 +104,7 @@ def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", se
     if init == "file":
         if not init_file:
             raise ValueError("prompt init 'file' needs init_file")
-        weight, _ = load_prompt(init_file)
-        if weight.shape != (n, hidden):
-            raise ValueError(f"{init_file}: prompt shape {tuple(weight.shape)} does not match ({n}, {hidden})")
+        weight, _ = load_prompt(init_file, hidden_size=hidden, length=n)
         return weight.clone()
     raise ValueError(f"unknown prompt init {init!r}; expected one of {', '.join(INITS)}")
 
@@ -142,13 +140,20 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return len(head).to_bytes(8, "little") + head + b"".join(blobs)
 
 
-def load_prompt(path: str | os.PathLike[str]) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Read a prompt written by :func:`save_prompt`: (weight ``[n, hidden]`` float32, metadata)."""
+def load_prompt(path: str | os.PathLike[str], hidden_size: int | None = None,
+                length: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Read a prompt written by :func:`save_prompt`: (weight ``[n, hidden]`` float32, metadata).
+
+    A truncated or corrupt file, a tensor that is not 2-D, and (when given) a width other than the model's
+    ``hidden_size`` or a number of vectors other than ``length`` raise ValueError naming the file and both shapes."""
     from safetensors import safe_open
+
+    from iclpt.checks import check_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prompt file not found")
+    check_safetensors(path, "soft prompt: ")
     with safe_open(str(path), framework="pt") as fh:
         keys = list(fh.keys())
         key = PROMPT_KEY if PROMPT_KEY in keys else ("prompt_embeddings" if "prompt_embeddings" in keys else None)
@@ -156,6 +161,7 @@ def load_prompt(path: str | os.PathLike[str]) -> tuple[torch.Tensor, dict[str, A
             raise ValueError(f"{path}: no 'prompt' tensor (keys: {keys})")
         weight = fh.get_tensor(key).float()
         raw = fh.metadata() or {}
+    check_prompt_shape(weight, path, hidden_size, length)
     meta: dict[str, Any] = {}
     for k, v in raw.items():
         try:
@@ -163,6 +169,20 @@ def load_prompt(path: str | os.PathLike[str]) -> tuple[torch.Tensor, dict[str, A
         except (TypeError, ValueError):
             meta[k] = v
     return weight, meta
+
+
+def check_prompt_shape(weight: torch.Tensor, path: str | os.PathLike[str], hidden_size: int | None = None,
+                       length: int | None = None) -> None:
+    """ValueError naming the file unless ``weight`` is ``[length, hidden_size]`` (None: that side unchecked)."""
+    shape = tuple(int(x) for x in weight.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{path}: a soft prompt is [n_virtual_tokens, hidden]; got a tensor of shape {shape}")
+    if hidden_size is not None and shape[1] != int(hidden_size):
+        raise ValueError(f"{path}: prompt shape {shape} does not match the model: width {shape[1]}, the model's "
+                         f"hidden size is {hidden_size} (a prompt trained on another model?)")
+    if length is not None and shape[0] != int(length):
+        raise ValueError(f"{path}: prompt shape {shape} does not match the prompt length: {shape[0]} vectors, "
+                         f"expected {length}")
 
 
 def export_peft(out_dir: str | os.PathLike[str], weight: torch.Tensor, model_config: Any,

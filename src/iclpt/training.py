@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from iclpt.checkpoint import _rng_state, _set_rng_state, checkpoint_key, load_checkpoint, save_checkpoint
 from iclpt.modeling import autocast, target_logits
-from iclpt.prompting import IGNORE, Batch, Encoded, build_examples, demo_count, index_by_id, make_batch
+from iclpt.prompting import (IGNORE, Batch, Encoded, build_examples, demo_count, index_by_id, load_retrieval,
+                             make_batch)
 from iclpt.soft_prompt import assemble_inputs
 
 BUCKET_WINDOW = 50  # batches per sorting window of the length-bucketed sampler
@@ -368,12 +369,13 @@ def _encode_splits(encoder: Any, train_path: str, dev_path: str, train_retrieval
     from iclpt.io import read_jsonl
 
     train_recs = read_jsonl(train_path, required=("id", "input", "target"))
-    dev_recs = read_jsonl(dev_path, required=("id", "input", "target"))[:dev_examples]
+    all_dev = read_jsonl(dev_path, required=("id", "input", "target"))
+    dev_recs = all_dev[:dev_examples]
     pool = index_by_id(train_recs, train_path)
     tr_ret = dv_ret = None
     if n_demos > 0:
-        tr_ret = index_by_id(read_jsonl(train_retrieval, required=("id", "demo_ids")), str(train_retrieval))
-        dv_ret = index_by_id(read_jsonl(dev_retrieval, required=("id", "demo_ids")), str(dev_retrieval))
+        tr_ret = load_retrieval(train_retrieval, train_recs, pool, n_demos, train_path, train_path)
+        dv_ret = load_retrieval(dev_retrieval, all_dev, pool, n_demos, dev_path, train_path)
     train_ex, train_stats = build_examples(encoder, train_recs, tr_ret, pool, n_demos, length, max_length)
     dev_ex, dev_stats = build_examples(encoder, dev_recs, dv_ret, pool, n_demos, length, max_length)
     return train_ex, dev_ex, {"train": train_stats, "dev": dev_stats}

@@ -1,13 +1,15 @@
 # Path templates, run lists, wildcard constraints, resource helpers and every stage's input/params functions.
 # The stage files (data.smk, ..., report.smk) hold rules only (snakemake --lint: no rules mixed with functions).
-# Nothing here reads files: the DAG is a pure function of the validated config.
+# The DAG is a pure function of the validated config and of the input files' contents: the parse-time checks
+# (iclpt.checks) look at the files the config names, and the prepare rule's params carry their digests.
 
 import os
 import re
 import sys
 
 sys.path.insert(0, os.path.normpath(os.path.join(workflow.current_basedir, "..", "..", "src")))
-from iclpt import codeversion, methods, runs  # noqa: E402
+from iclpt import checks, codeversion, methods, runs  # noqa: E402
+from iclpt.io import file_sha256  # noqa: E402
 from iclpt.metrics import DATABASE_METRICS, task_metrics  # noqa: E402
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
@@ -16,6 +18,11 @@ from iclpt.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
 SCRIPTS_DIR = os.path.normpath(os.path.join(workflow.current_basedir, "..", "scripts"))
 RUN = config["run"]
 RES = f"results/{RUN}"
+
+# Parse-time checks of the validated config (iclpt.checks): every mistake the config alone reveals stops here,
+# before any job, with a message naming the key, its value and what was expected.
+checks.check_workflow_config(config, os.path.join(workflow.current_basedir, "..", ".."), f"{RES}/models")
+
 TASKS = list(config["tasks"])
 MODELS = list(config["models"])
 SEEDS = [int(s) for s in config["seeds"]]
@@ -72,9 +79,10 @@ def model_path(model):
 
 
 def model_inputs(model):
-    """A built or fetched model folder is a DAG input; hub ids and external folders are not."""
+    """A built or fetched model folder is a DAG input, and so are the config and weights of a local `path:`
+    folder (replacing them reruns its jobs); hub ids are not."""
     m = model_cfg(model)
-    return [] if "path" in m else [f"{MODEL_DIR.format(model=model)}/config.json"]
+    return checks.model_files(m["path"]) if "path" in m else [f"{MODEL_DIR.format(model=model)}/config.json"]
 
 
 def models_with(source):
@@ -187,7 +195,10 @@ def task_files(task):
 
 def prepare_inputs(wildcards):
     """Local: every file the adapter reads (edits rerun the job). Download: the download's manifest."""
-    task = wildcards.task
+    return task_inputs(wildcards.task)
+
+
+def task_inputs(task):
     if task_source(task) == "download":
         return {"manifest": DOWNLOAD_MANIFEST.format(task=task)}
     files = task_files(task)
@@ -196,6 +207,23 @@ def prepare_inputs(wildcards):
     side = sorted({str(p) for s in SPLITS for p in adapter.side_files(s, files[s])})
     out.update({f"side{i}": p for i, p in enumerate(side)})
     return out
+
+
+_DIGESTS = {}
+
+
+def prepare_digests(task):
+    """Local tasks: sha256 of every file prepare reads, and the adapter's file_state (e.g. which Spider test
+    databases exist), so that new content reruns prepare even with an old mtime. Download tasks: {} (the
+    manifest, an input, records the downloaded files' digests; the files do not exist before the download)."""
+    if task_source(task) == "download":
+        return {}
+    if task not in _DIGESTS:
+        files, adapter = task_files(task), get_task(task)
+        d = {os.path.normpath(p): file_sha256(p) for p in sorted(set(task_inputs(task).values()))}
+        d.update({f"{s}:{k}": v for s in SPLITS for k, v in adapter.file_state(s, files[s]).items()})
+        _DIGESTS[task] = d
+    return _DIGESTS[task]
 
 
 def max_examples(task):

@@ -34,6 +34,8 @@ rule prepare:
         max_examples=lambda wc: max_examples(wc.task),
         data_seed=int(config["data_seed"]),
         source=lambda wc: task_source(wc.task),
+        missing_database=lambda wc: task_cfg(wc.task)["missing_database"],
+        inputs_sha256=lambda wc: prepare_digests(wc.task),
     log:
         f"{RES}/logs/prepare/{{task}}.log",
     localrule: True

@@ -10,12 +10,15 @@ from iclpt.io import logged, provenance, write_json_atomic, write_jsonl_atomic
 
 def run(params: dict[str, Any], outputs: dict[str, str], log_path: str | None = None) -> dict[str, Any]:
     """Prepare `params["task"]`; nothing is written unless every split loads and validates."""
+    excluded: dict[str, list[dict[str, str]]] = {}
     splits = prepare_task(params["task"], {s: Path(p) for s, p in params["files"].items()},
-                          params.get("max_examples") or {}, int(params.get("data_seed", 0)))
+                          params.get("max_examples") or {}, int(params.get("data_seed", 0)),
+                          missing_database=params.get("missing_database") or "error", excluded=excluded)
     counts = summarize(splits)
     for split, records in splits.items():
         write_jsonl_atomic(outputs[split], records)
-    summary = {"task": params["task"], "counts": counts, "provenance": provenance(params)}
+    summary = {"task": params["task"], "counts": counts, "provenance": provenance(params),
+               "excluded": {s: {"n": len(rows), "examples": rows} for s, rows in excluded.items() if rows}}
     if outputs.get("summary"):
         write_json_atomic(outputs["summary"], summary)
     return summary
@@ -24,5 +27,6 @@ def run(params: dict[str, Any], outputs: dict[str, str], log_path: str | None = 
 if "snakemake" in globals():
     smk = globals()["snakemake"]
     with logged(smk.log[0] if smk.log else None, "prepare"):
-        run({k: smk.params[k] for k in ("task", "files", "max_examples", "data_seed", "source")},
+        run({k: smk.params[k] for k in ("task", "files", "max_examples", "data_seed", "source", "missing_database",
+                                        "inputs_sha256")},
             {k: smk.output[k] for k in ("train", "dev", "test", "summary")})

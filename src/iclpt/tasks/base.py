@@ -54,6 +54,10 @@ def make_record(
     References are whitespace-collapsed (`one_line`) unless `exact_references` is true: then they are kept
     byte-for-byte as the adapter produced them (e.g. Spider SQL, whose string literals may hold doubled
     spaces); a reference that is empty or only whitespace is dropped either way."""
+    bad = next((r for r in references if r is not None and not isinstance(r, str)), None)
+    if bad is not None:
+        raise DataError(f"{where}: {task} {split} example {rid}: a reference must be a string, "
+                        f"got {type(bad).__name__} {bad!r:.60}")
     inp = one_line(input_text)
     if exact_references:
         refs = [str(r) for r in references if r is not None and str(r).strip()]
@@ -119,6 +123,11 @@ class Task:
         The prepare rule lists them as inputs so that editing them reruns the job."""
         return []
 
+    def file_state(self, split: str, path: Path) -> dict[str, Any]:
+        """What else on disk the split's records depend on that `side_files` cannot list without reading the
+        split (e.g. which Spider databases exist). The prepare rule's params carry it, so a change reruns it."""
+        return {}
+
     def normalize_answer(self, text: str) -> str:
         """The string exact match compares: surrounding whitespace removed, inner runs collapsed to one space."""
         return " ".join(str(text).split())
@@ -146,6 +155,14 @@ def require_fields(row: Any, fields: tuple[str, ...], where: str) -> dict[str, A
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
     return row
+
+
+def require_str(row: dict[str, Any], fields: tuple[str, ...], where: str) -> None:
+    """Each of `fields` of `row` must be a string; else DataError naming `where`, the field and its type."""
+    for k in fields:
+        if not isinstance(row.get(k), str):
+            raise DataError(f"{where}: field {k!r} must be a string, got {type(row.get(k)).__name__} "
+                            f"{row.get(k)!r:.60}")
 
 
 def require_file(path: Path, what: str = "file") -> Path:

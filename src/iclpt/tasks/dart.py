@@ -14,8 +14,8 @@ Records: in `train`, one record per annotation (several training pairs of one en
 entry id `dart-train-<entry index>`; record ids `dart-train-<entry index>-<annotation index>`); in `dev` /
 `test`, one record per entry (`dart-<split>-<entry index>`) with ALL annotation texts as references and the
 first as target. Empty annotation texts (e.g. `<lex ... />`; one of the 1,269 `<lex>` of the offline
-test.xml sample) are dropped and counted in `meta.empty_references`; an entry with none is skipped in train and is an error in
-dev/test. `meta.eid` keeps the XML entry id.
+test.xml sample) are dropped and counted in `meta.empty_references`; an entry with none is skipped in train (listed in prepare.json's
+`excluded`) and is an error in dev/test. `meta.eid` keeps the XML entry id.
 """
 
 from __future__ import annotations
@@ -44,13 +44,16 @@ def _read_json_entries(path: Path) -> list[dict[str, Any]]:
         if not isinstance(e, dict) or "tripleset" not in e or "annotations" not in e:
             raise DataError(f"{where}: expected an object with `tripleset` and `annotations`")
         triples = e["tripleset"]
-        if not isinstance(triples, list) or not all(isinstance(t, list) and len(t) == 3 for t in triples):
-            raise DataError(f"{where}: `tripleset` must be a list of [subject, predicate, object]")
+        if not isinstance(triples, list) or not all(isinstance(t, list) and len(t) == 3
+                                                    and all(isinstance(x, str) for x in t) for t in triples):
+            raise DataError(f"{where}: `tripleset` must be a list of [subject, predicate, object] strings")
         anns = e["annotations"]
         if isinstance(anns, dict):  # HF parquet layout {source: [...], text: [...]}
             anns = [{"source": s, "text": t} for s, t in zip(anns.get("source", []), anns.get("text", []))]
-        texts = [a.get("text", "") if isinstance(a, dict) else "" for a in anns]
-        sources = [a.get("source", "") if isinstance(a, dict) else "" for a in anns]
+        if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+            raise DataError(f"{where}: `annotations` must be a list of {{source, text}} objects")
+        texts = [a.get("text", "") for a in anns]
+        sources = [a.get("source", "") for a in anns]
         entries.append({"triples": triples, "texts": texts, "sources": sources, "eid": None, "where": where})
     return entries
 
@@ -110,6 +113,8 @@ class DART(Task):
             if len(texts) < len(e["texts"]):
                 base_meta["empty_references"] = len(e["texts"]) - len(texts)
             if split == "train":
+                if not texts and ctx.get("excluded") is not None:
+                    ctx["excluded"].append({"id": group, "reason": f"{e['where']}: no annotation text"})
                 for k, (text, source) in enumerate(texts):
                     meta = base_meta | {"source": source}
                     records.append(make_record("dart", split, f"{group}-{k}", inp, [text], meta, where=e["where"]))

@@ -27,8 +27,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from iclpt.io import DataError, read_json
-from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_fields, require_file
+from iclpt.io import DataError, read_json, read_lines
+from iclpt.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
+                              require_fields, require_file, require_str)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def _companions(path: Path) -> tuple[Path, Path]:
 
 def _read_lines(path: Path) -> list[str]:
     require_file(path, "line file")
-    with path.open(encoding="utf-8") as fh:
-        return [line.rstrip("\r\n") for line in fh]
+    return read_lines(path)
 
 
 class Logic2Text(Task):
@@ -80,7 +80,7 @@ class Logic2Text(Task):
         if isinstance(data, list):
             return self._from_records(split, path, data)
         if isinstance(data, dict):
-            return self._from_lm(split, path, data)
+            return self._from_lm(split, path, data, ctx.get("excluded"))
         raise DataError(f"{path}: expected a list of Logic2Text records or a train_lm.json object")
 
     def _from_records(self, split: str, path: Path, data: list) -> list[dict[str, Any]]:
@@ -88,6 +88,7 @@ class Logic2Text(Task):
         for n, row in enumerate(data):
             where = f"{path}: record {n}"
             require_fields(row, ("topic", "logic_str", "sent"), where)
+            require_str(row, ("topic", "logic_str", "sent"), where)
             meta = {"action": row.get("action"), "table_id": Path(row["url"]).name if row.get("url") else None}
             rid = make_id("logic2text", split, n)
             records.append(
@@ -95,7 +96,7 @@ class Logic2Text(Task):
             )
         return records
 
-    def _from_lm(self, split: str, path: Path, lm: dict) -> list[dict[str, Any]]:
+    def _from_lm(self, split: str, path: Path, lm: dict, excluded: list | None = None) -> list[dict[str, Any]]:
         en_path, sql_path = _companions(path)
         sents, forms = _read_lines(en_path), _read_lines(sql_path)
         if len(sents) != len(forms):
@@ -106,8 +107,10 @@ class Logic2Text(Task):
             if not isinstance(rows, list):
                 raise DataError(f"{path}: table {table_id}: expected a list of [sentence, columns, topic, template]")
             for row in rows:
-                if not isinstance(row, list) or len(row) < 3:
-                    raise DataError(f"{path}: table {table_id}: malformed row {row!r}")
+                if not isinstance(row, list) or len(row) < 3 or not isinstance(row[0], str) \
+                        or not isinstance(row[2], str):
+                    raise DataError(f"{path}: table {table_id}: malformed row {row!r:.80} "
+                                    "(expected [sentence, columns, topic, template] with string sentence and topic)")
                 exact.setdefault(one_line(row[0]), (table_id, row[2]))
                 loose.setdefault(_loose(row[0]), (table_id, row[2]))
         records, skipped = [], []
@@ -118,6 +121,9 @@ class Logic2Text(Task):
             hit = exact.get(one_line(sent)) or loose.get(_loose(sent))
             if hit is None:
                 skipped.append(n + 1)
+                if excluded is not None:
+                    excluded.append({"id": make_id("logic2text", split, n),
+                                     "reason": f"{where}: sentence not in {path.name} (no caption)"})
                 continue
             table_id, topic = hit
             rid = make_id("logic2text", split, n)

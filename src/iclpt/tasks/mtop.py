@@ -5,7 +5,8 @@ Official formats, both read:
   per line with `question` (utterance) and `logical_form`; test rows also carry `idx`, `intent`, `domain`, ...
 - The official TSV (`mtop/en/{train,eval,test}.txt` of https://dl.fbaipublicfiles.com/mtop/mtop.zip), chosen by
   the `.txt` / `.tsv` suffix: 8 tab-separated columns id, intent, slot spans, utterance, domain, locale,
-  decoupled logical form, tokens JSON.
+  decoupled logical form, tokens JSON. A line with another column count, an intent column not starting with
+  `IN:` or a logical form not starting with `[` (columns shifted) is a DataError naming file and line.
 
 Input = the utterance; target = the logical form (both whitespace-collapsed by `make_record`), e.g.
 `Maricopa County weather forecast for this week` -> `[IN:GET_WEATHER [SL:LOCATION Maricopa County ] ... ]`.
@@ -20,23 +21,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from iclpt.io import DataError, read_jsonl
-from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, require_file
+from iclpt.io import DataError, read_jsonl, read_lines
+from iclpt.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, require_file,
+                              require_str)
+
+
+TSV_COLUMNS = ("id", "intent", "slots", "utterance", "domain", "locale", "decoupled logical form", "tokens JSON")
+
+
+def _tsv_row(cols: list[str], where: str) -> dict[str, Any]:
+    """One official TSV line: exactly the 8 columns, the intent and the logical form where they belong."""
+    if len(cols) != len(TSV_COLUMNS):
+        raise DataError(f"{where}: expected {len(TSV_COLUMNS)} tab-separated MTOP columns "
+                        f"({', '.join(TSV_COLUMNS)}), got {len(cols)}")
+    if not cols[1].startswith("IN:"):
+        raise DataError(f"{where}: column 2 (intent) must start with 'IN:', got {cols[1]!r:.60}")
+    if not cols[6].lstrip().startswith("["):
+        raise DataError(f"{where}: column 7 (decoupled logical form) must start with '[', got {cols[6]!r:.60}")
+    return {"idx": cols[0], "intent": cols[1], "question": cols[3], "domain": cols[4], "logical_form": cols[6]}
 
 
 def _read_tsv(path: Path) -> list[tuple[str, dict[str, Any]]]:
     require_file(path)
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            cols = line.split("\t")
-            if len(cols) < 7:
-                raise DataError(f"{path}:{lineno}: expected 8 tab-separated MTOP columns, got {len(cols)}")
-            rows.append((f"{path}:{lineno}", {"idx": cols[0], "intent": cols[1], "question": cols[3],
-                                              "domain": cols[4], "logical_form": cols[6]}))
+    for lineno, line in enumerate(read_lines(path), start=1):
+        if line.strip():
+            rows.append((f"{path}:{lineno}", _tsv_row(line.split("\t"), f"{path}:{lineno}")))
     return rows
 
 
@@ -66,6 +76,7 @@ class MTOP(Task):
                     enumerate(read_jsonl(path, required=("question", "logical_form")))]
         records = []
         for n, (where, row) in enumerate(rows):
+            require_str(row, ("question", "logical_form"), where)
             meta = {k: row[k] for k in ("domain", "intent") if row.get(k)}
             rid = make_id("mtop", split, n)
             records.append(make_record("mtop", split, rid, row["question"], [row["logical_form"]], meta, where=where))

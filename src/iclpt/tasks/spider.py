@@ -14,18 +14,25 @@ so execution is unchanged; the references bypass `make_record`'s whitespace coll
 Metrics: the official exact set match (primary) and execution accuracy (`iclpt.metrics`); `normalize_answer`
 (`sql_match_key`) serves the secondary string metric `exact_match_string`. `meta`: `db_id`, and `db_path` (the SQLite file, as a path string built from the
 split file's path) when that file exists, else null.
-A row whose `db_id` is not in tables.json is a DataError naming the file, the row and the db_id.
+A row whose `db_id` is not in tables.json is a DataError naming the file, the row and the db_id. A TEST row whose
+database file is missing (the test split is scored by executing SQL on it) is a DataError too, unless
+`missing_database="exclude"` (config `tasks.spider.missing_database`): it is then left out, appended to the
+caller's `excluded` list and logged. Train / dev rows need no database (never executed): counted in the log.
 Ids: `spider-<split>-<index>`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_fields
+from iclpt.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
+                              require_fields, require_str)
+
+log = logging.getLogger(__name__)
 
 
 def normalize_sql(sql: str) -> str:
@@ -119,7 +126,17 @@ class Spider(Task):
     def side_files(self, split: str, path: Path) -> list[Path]:
         return [self.tables_path(path)]
 
+    def file_state(self, split: str, path: Path) -> dict[str, Any]:
+        """The test split's records depend on which databases exist (missing ones: error or excluded)."""
+        if split != "test":
+            return {}
+        root = self.database_root(path)
+        dbs = sorted(d.name for d in root.iterdir() if (d / f"{d.name}.sqlite").is_file()) if root.is_dir() else []
+        return {"databases": dbs}
+
     def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
+        """ctx: `tables` (another tables.json), `missing_database` (error | exclude: the policy for test examples
+        without a database file) and `excluded` (a list that receives `{"id", "reason"}` per left-out example)."""
         check_split(split)
         path = Path(path)
         tables_file = Path(ctx["tables"]) if ctx.get("tables") else self.tables_path(path)
@@ -129,22 +146,46 @@ class Spider(Task):
         schemas = load_tables(tables_file)
         serialized: dict[str, str] = {}
         db_root = self.database_root(path)
-        records = []
+        policy = ctx.get("missing_database") or "error"
+        excluded = ctx.get("excluded") if ctx.get("excluded") is not None else []
+        records, no_db = [], []
         for n, row in enumerate(rows):
             where = f"{path}: row {n}"
             require_fields(row, ("db_id", "query", "question"), where)
+            require_str(row, ("db_id", "query", "question"), where)
             db_id = row["db_id"]
             if db_id not in schemas:
                 raise DataError(f"{where}: db_id {db_id!r} is not in {tables_file}")
             if db_id not in serialized:
                 serialized[db_id] = serialize_schema(schemas[db_id])
             db_file = db_root / db_id / f"{db_id}.sqlite"
+            rid = make_id("spider", split, n)
+            if not db_file.is_file():
+                no_db.append(rid)
+                if split == "test":
+                    if policy != "exclude":
+                        raise DataError(f"{where}: the database of db_id {db_id!r} is missing ({db_file}); the "
+                                        "test split is scored by executing SQL on it. Add the file, or set "
+                                        "tasks.spider.missing_database: exclude to leave such examples out")
+                    excluded.append({"id": rid, "reason": f"database missing: {db_file}"})
+                    continue
             meta = {"db_id": db_id, "db_path": str(db_file) if db_file.is_file() else None}
             inp = f"{one_line(row['question'])} | {serialized[db_id]}"
-            rid = make_id("spider", split, n)
             records.append(make_record("spider", split, rid, inp, [normalize_sql(row["query"])], meta, where=where,
                                        exact_references=True))
+        _log_missing(split, path, db_root, no_db)
         return records
+
+
+def _log_missing(split: str, path: Path, db_root: Path, no_db: list[str]) -> None:
+    if not no_db:
+        return
+    if split == "test":
+        log.warning("%s: %d test example(s) without a database under %s were excluded (first: %s)",
+                    path, len(no_db), db_root, no_db[0])
+    else:
+        log.info("%s: %d %s example(s) have no database under %s (not needed: only the test split is executed)",
+                 path, len(no_db), split, db_root)
 
 
 TASK = Spider()

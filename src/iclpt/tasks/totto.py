@@ -123,11 +123,14 @@ class ToTTo(Task):
         check_split(split)
         rows = read_jsonl(path, required=("table", "highlighted_cells", "example_id"))
         records = []
-        with Path(path).open(encoding="utf-8") as fh:  # line numbers of the non-empty lines, for messages
+        with Path(path).open("rb") as fh:  # line numbers of the non-empty lines, for messages (as read_jsonl)
             linenos = [n for n, line in enumerate(fh, start=1) if line.strip()]
         for lineno, row in zip(linenos, rows):
             where = f"{path}:{lineno}"
-            refs = [a.get("final_sentence", "") for a in row.get("sentence_annotations") or []]
+            anns = row.get("sentence_annotations") or []
+            if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+                raise DataError(f"{where}: `sentence_annotations` must be a list of objects")
+            refs = [a.get("final_sentence", "") for a in anns]
             if not any(one_line(r) for r in refs):
                 raise DataError(
                     f"{where}: ToTTo example {row['example_id']} has no final_sentence (the official test "
