@@ -248,8 +248,8 @@ def render_findings(run: str, f1: dict[str, Any], f2: dict[str, Any], f3: dict[s
     out = [f"# Findings of run `{run}`", "",
            "Each of the paper's findings is checked on this run's numbers (tables/ in this folder). A criterion is "
            f"met when the fraction of cells (task × model, primary metric) or transfer pairs exceeds {threshold}; "
-           f"with fewer than {min_cells} cells it reports 'not enough data'. Tiny demo models and few examples "
-           "make these numbers noise, not evidence.", "",
+           f"with fewer than {min_cells} cells it reports 'not enough data'. A verdict is only as strong as the run "
+           "behind it: few test examples give wide intervals, and a tiny random model gives noise.", "",
            f"Every comparison of findings 1 and 3 is a paired bootstrap over the test examples ({resamples}the "
            "same resamples for both sides and every seed; sacrebleu's paired bootstrap for BLEU, its p-value "
            "convention for every metric; tables/comparisons.csv): the difference of the seed means, its "
