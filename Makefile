@@ -9,7 +9,7 @@ CORES ?= 2
 CONFIG ?= config/demo.yaml
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: all install demo mini mini-samples test test-fast plan bench clean-demo help
+.PHONY: all install demo mini mini-samples test test-fast plan bench bench-full clean-demo help
 all: help
 
 help:
@@ -17,8 +17,9 @@ help:
 	@echo "make mini   - the mini reproduction (config/mini.yaml: SmolLM2, official data subsampled; <= 90 min on 2 CPUs)"
 	@echo "make mini-samples - the same on the real samples in ../shared/data"
 	@echo "make test   - create .venv, install, run the full test suite"
-	@echo "make plan CONFIG=config/config.yaml - jobs per rule and GPU-hour estimate, runs nothing"
-	@echo "make bench  - run the benchmarks in benchmarks/"
+	@echo "make plan CONFIG=config/config.yaml - jobs per rule and GPU-hour guesses from the config, runs nothing"
+	@echo "make plan CONFIG='config/mini.yaml config/mini_samples.yaml' CALIBRATE=1 - hours measured on this device"
+	@echo "make bench  - run the benchmarks in benchmarks/ (each <= ~5 min on 2 CPUs); make bench-full: the README table"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "iclpt needs Python >= 3.11, $(PYTHON) is " + sys.version.split()[0])'
@@ -48,11 +49,24 @@ test: install
 test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -ra -m "not slow and not slurm"
 
+# CONFIG may name several files (merged in order, as snakemake's --configfile); CALIBRATE=1 measures on this device
+# (iclpt.calibrate: loads/fetches each model, times training steps and decoding batches, job start-up) for a run
+# with --cores $(CORES); without it the hand-set resources.<rule>.gpu_hours_per_job guesses are summed.
 plan: install
-	$(BIN)/python workflow/scripts/plan.py --configfile $(CONFIG)
+	$(BIN)/python workflow/scripts/plan.py $(foreach f,$(CONFIG),--configfile $(f)) \
+		$(if $(CALIBRATE),--calibrate --cores $(CORES))
 
 bench: install
+	@echo "load average at start: $$(cut -d' ' -f1-3 /proc/loadavg)"
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(OFFLINE) $(BIN)/python $$b || exit 1; done
+	@echo "load average at end: $$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# the README's benchmark table: training in bf16 and fp32 with 3 timed steps per set, decoding best of 3
+bench-full: install
+	@echo "load average at start: $$(cut -d' ' -f1-3 /proc/loadavg)"
+	$(OFFLINE) $(BIN)/python benchmarks/bench_train.py --precisions bf16 fp32 --steps 3
+	$(OFFLINE) $(BIN)/python benchmarks/bench_decode.py --repeats 3
+	@echo "load average at end: $$(cut -d' ' -f1-3 /proc/loadavg)"
 
 clean-demo:
 	rm -rf results/demo

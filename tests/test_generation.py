@@ -44,6 +44,21 @@ def test_greedy_is_batch_and_cache_invariant(arch, with_prompt):
             torch.testing.assert_close(b[i], s, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rows_that_stop_leave_the_batch_unchanged(arch):
+    """With the KV cache a stopped row leaves the batch; the others decode exactly as before (and as alone)."""
+    model, tok = load(arch, init_std=0.3)
+    prompt = init_prompt(model, 4, "random", seed=0)
+    rows = [tok(t)["input_ids"] for t in TEXTS]
+    pad = tok.pad_token_id
+    free = greedy_generate(model, prompt, rows, 12, pad)
+    stops = sorted({free[0][2], free[1][6], free[3][9]})  # rows stop at different steps
+    cached = greedy_generate(model, prompt, rows, 12, pad, stops)
+    assert cached == greedy_generate(model, prompt, rows, 12, pad, stops, use_cache=False)
+    assert cached == [greedy_generate(model, prompt, [r], 12, pad, stops)[0] for r in rows]
+    assert len({len(c) for c in cached}) > 1
+
+
 def test_stops_at_newline_and_eos():
     model, tok = load("gpt2")
     stops = stop_token_ids(tok)

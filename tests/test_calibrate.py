@@ -1,0 +1,177 @@
+"""iclpt.calibrate: the measured run plan (token counts, cost model, and estimates checked against real runs)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iclpt import calibrate as cal
+from iclpt.training import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def validated(cfg: dict) -> dict:
+    from snakemake.utils import validate
+
+    validate(cfg, str(SCHEMA), set_default=True)
+    return cfg
+
+
+def small_config(run: str = "caltest", **over) -> dict:
+    cfg = {
+        "run": run, "data_root": str(ROOT / "resources" / "demo_data"), "device": "cpu", "precision": "fp32",
+        "seeds": [0],
+        "tasks": {"mtop": {"files": {"train": "mtop/train.json", "dev": "mtop/dev.json", "test": "mtop/test.json"},
+                           "max_new_tokens": 8}},
+        "models": {"tiny": {"build": {"architecture": "llama", "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                                      "vocab_size": 400, "max_positions": 512}}},
+        "methods": ["zeroshot", "pt"],
+        "prompt": {"length": 4, "lengths": [4]},
+        "train": {"max_steps": 20, "batch_size": 4, "eval_every": 10, "dev_examples": 8, "warmup_steps": 1,
+                  "checkpoint_every": 100, "max_length": 256},
+        "predict": {"batch_size": 8, "max_length": 256},
+        "experiments": {"similarity": False, "stability": False, "transfer": False},
+        "resources": {"default": {"threads": 1}},
+    }
+    cfg.update(over)
+    return validated(cfg)
+
+
+def test_cost_model_pieces():
+    # 3 dev passes: the initial prompt, step 15, step 30 (the last); 4 for 10 steps every 4 (4, 8, 10)
+    assert cal.n_dev_passes(TrainConfig(max_steps=30, eval_every=15)) == 3
+    assert cal.n_dev_passes(TrainConfig(max_steps=10, eval_every=4)) == 4
+    # unbucketed sampler over lengths 1..8 in batches of 4: each batch padded to its longest row (+ 2 prompt)
+    lengths = [1, 2, 3, 4, 5, 6, 7, 8]
+    from iclpt.training import epoch_batches
+
+    batches = epoch_batches(lengths, 4, 0, 0, False)
+    want = sum(4 * (max(lengths[i] for i in b) + 2) for b in batches) / 2
+    assert cal.step_tokens(lengths, 4, 2, bucket=False) == pytest.approx(want)
+    # bucketing sorts within a window: [1..4] and [5..8] -> (4 + 2) * 4 and (8 + 2) * 4
+    assert cal.step_tokens(lengths, 4, 2, bucket=True) == pytest.approx((24 + 40) / 2)
+    assert cal.eval_tokens([5, 1, 3], 2, 1) == 2 * (3 + 1) + 1 * (5 + 1)
+
+
+def test_threads_and_slots():
+    cfg = {"resources": {"default": {"threads": 1}, "train_prompt": {"threads": 4, "gpu": 1}}}
+    assert cal.rule_threads(cfg, "predict", 2) == 1
+    assert cal.rule_threads(cfg, "train_prompt", 2) == 2  # scaled down to --cores, as Snakemake does
+    assert cal.rule_threads({}, "predict", 8) == 2  # the rule's own default
+    assert cal.rule_threads(cfg, "score", 8) == 1  # fixed in the rule
+    assert cal.slots(cfg, "predict", 2, None) == 2
+    assert cal.slots(cfg, "train_prompt", 8, None) == 2
+    assert cal.slots(cfg, "train_prompt", 8, 1) == 1  # one GPU: its jobs run one at a time
+
+
+def test_demo_files_are_the_tiny_configs():
+    tiny = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())
+    assert {t: v["files"] for t, v in tiny["tasks"].items()} == cal.DEMO_FILES
+
+
+def test_task_sample_sources(tmp_path):
+    cfg = small_config()
+    s = cal.task_sample(cfg, "mtop", tmp_path)
+    assert s.source == "data files (adapter)" and s.counts["test"] == len(s.records["test"]) > 0
+    # data not present (not downloaded yet): the adapter on resources/demo_data, sizes from max_examples
+    cfg = small_config(data_root=str(tmp_path / "nowhere"))
+    cfg["tasks"]["mtop"]["max_examples"] = {"test": 48, "dev": 16}
+    s = cal.task_sample(cfg, "mtop", tmp_path)
+    assert s.source.startswith("adapter statistics") and s.counts["test"] == 48 and s.counts["dev"] == 16
+    cfg["tasks"]["mtop"]["max_examples"] = {}
+    assert cal.task_sample(cfg, "mtop", tmp_path).counts["test"] == cal.PUBLISHED_TEST_SIZES["mtop"]
+    # prepared data wins
+    d = tmp_path / "results" / "caltest" / "data" / "mtop"
+    d.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        (d / f"{split}.jsonl").write_text('{"id": "a", "input": "x", "target": "y", "references": ["y"]}\n')
+    s = cal.task_sample(cfg, "mtop", tmp_path)
+    assert s.source == "prepared data" and s.counts == {"train": 1, "dev": 1, "test": 1}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A workdir with the run's prepared data and its built tiny model (as the pipeline leaves them)."""
+    from iclpt.data import prepare_task
+    from iclpt.io import write_jsonl_atomic
+    from iclpt.tiny_model import build_tiny_model, texts_from_records
+
+    work = tmp_path_factory.mktemp("cal")
+    cfg = small_config()
+    splits = prepare_task("mtop", cal.configured_files(cfg, "mtop", work), {}, 0)
+    data = work / "results" / "caltest" / "data" / "mtop"
+    for split, recs in splits.items():
+        write_jsonl_atomic(data / f"{split}.jsonl", recs)
+    b = dict(cfg["models"]["tiny"]["build"])
+    build_tiny_model(texts_from_records(splits["train"]), work / "results" / "caltest" / "models" / "tiny",
+                     b.pop("architecture"), **b)
+    return work
+
+
+def test_calibrated_estimate_matches_real_jobs(run_dir):
+    """The calibrated seconds of a train and a predict job (start-up aside) against the same jobs run here."""
+    import torch
+
+    from iclpt.generation import load_predict_inputs, run_prediction
+    from iclpt.runs import plan
+    from iclpt.training import load_train_inputs, run_training
+
+    torch.set_num_threads(1)
+    cfg = small_config()
+    cfg["models"]["gone"] = {"path": str(run_dir / "no-such-model")}
+    cfg["resources"]["predict"] = {"gpu_hours_per_job": 0.5}
+    p = plan(cfg)
+    counts = {"train_prompt": len(p.train), "predict": len(p.predict), "score": len(p.predict), "all": 1}
+    guesses = {"predict": 0.5}
+    res = cal.calibrate(cfg, counts, run_dir, 2, lambda r: (guesses.get(r, 0.0), f"resources.{r}"), steps=3,
+                        probe_seconds=1.0)
+    rules = {r["rule"]: r for r in res["rules"]}
+    tiny = res["models"]["tiny"]
+    assert tiny["source"]["how"] == "the run's model folder" and res["tasks"]["mtop"]["source"] == "prepared data"
+    assert res["models"]["gone"]["source"]["path"] is None
+    # the unloadable model's predict jobs keep the guess, and say so; its train jobs have no guess (0 h)
+    n_gone = sum(r.model == "gone" for r in p.predict)
+    assert rules["predict"]["kind"] == "measured+guess" and rules["predict"]["guessed_jobs"] == n_gone
+    assert rules["predict"]["guessed_seconds"] == pytest.approx(n_gone * 0.5 * 3600)
+    assert "predict" in res["guessed_rules"] and "GUESSES" in cal.format_calibrated(res, "t")
+    assert rules["score"]["kind"] == "measured" and 0 < rules["score"]["seconds_per_job"] < 30
+    assert rules["all"]["job_hours"] == 0
+    # wall = job-hours / slots (2 single-threaded slots on 2 cores) + the DAG build; job-hours carry the measured
+    # slowdown of 2 jobs at once (>= 1)
+    assert res["total_wall_hours"] == pytest.approx(sum(r["job_hours"] / 2 for r in res["rules"]))
+    slow = res["concurrency"]["2 jobs x 1 threads"]
+    assert slow >= 1.0
+
+    startup = tiny["startup_s"]
+    assert 0 < startup < 120
+    pt = next(r for r in p.train if r.model == "tiny")
+    train_est = tiny["train_runs"]["/".join(map(str, pt))] - startup  # one job alone, as run below
+    assert rules["train_prompt"]["measured_seconds"] == pytest.approx(
+        slow * sum(v for v in tiny["train_runs"].values()))
+    params = {**pt.wildcards(), "n_demos": 0, "input_label": "Utterance", "output_label": "Parse",
+              "prompt": {"init": "vocab"}, "train": dict(cfg["train"]), "device": "cpu", "precision": "fp32"}
+    data = run_dir / "results" / "caltest" / "data" / "mtop"
+    inputs = load_train_inputs(model_path=str(run_dir / "results/caltest/models/tiny"),
+                               train_path=str(data / "train.jsonl"), dev_path=str(data / "dev.jsonl"), params=params)
+    t0 = time.perf_counter()
+    run_training(inputs)
+    train_real = time.perf_counter() - t0
+    assert 1 / 3 < train_est / train_real < 3, (train_est, train_real)
+
+    zs = next(r for r in p.predict if r.model == "tiny" and r.method == "zeroshot")
+    params = {**zs.wildcards(), "n_demos": 0, "input_label": "Utterance", "output_label": "Parse",
+              "max_new_tokens": 8, "batch_size": 8, "max_length": 256, "device": "cpu", "precision": "fp32"}
+    pin = load_predict_inputs(model_path=str(run_dir / "results/caltest/models/tiny"),
+                              test_path=str(data / "test.jsonl"), params=params)
+    t0 = time.perf_counter()
+    run_prediction(pin, 8)
+    pred_real = time.perf_counter() - t0
+    rate = tiny["decode"]["mtop/query"]
+    pred_est = math.ceil(len(pin.examples) / 8) * rate["seconds_per_batch"]
+    assert 1 / 3 < pred_est / pred_real < 3, (pred_est, pred_real)
