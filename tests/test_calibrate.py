@@ -175,3 +175,7 @@ def test_calibrated_estimate_matches_real_jobs(run_dir):
     rate = tiny["decode"]["mtop/query"]
     pred_est = math.ceil(len(pin.examples) / 8) * rate["seconds_per_batch"]
     assert 1 / 3 < pred_est / pred_real < 3, (pred_est, pred_real)
+    # the plan's figure for this run counts the same test rows the job decodes, in the config's batches
+    bs = int(cfg["predict"]["batch_size"])
+    assert tiny["predict_runs"]["/".join(map(str, zs))] == pytest.approx(
+        startup + math.ceil(len(pin.examples) / bs) * rate["seconds_per_batch"])
