@@ -453,11 +453,8 @@ def report_targets():
 
 def _findings_inputs():
     d = {"runs": f"{TABLES}/all_runs.csv", "comparisons": f"{TABLES}/comparisons.csv"}
-    if _exp("main"):
-        d["main"] = f"{TABLES}/main.csv"
     if _exp("similarity"):
         d["similarity"] = f"{TABLES}/similarity.csv"
-        d["buckets"] = f"{TABLES}/similarity_buckets.csv"
     if _exp("stability"):
         d["stability"] = f"{TABLES}/stability.csv"
     if transfer_run():
