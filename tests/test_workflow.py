@@ -179,6 +179,34 @@ def test_editing_a_report_module_reruns_only_reports(mini):
     assert all(is_report(r) for r in rules), rules
 
 
+def test_editing_a_spider_database_reruns_only_its_scoring(mini):
+    """Execution accuracy reads the SQLite files: an edited database reruns Spider's scoring, nothing upstream.
+    (Snakemake compares small inputs by checksum, so the edit must change bytes: a bare touch reruns nothing.)"""
+    import os
+    import sqlite3
+
+    work, _ = mini
+    dbs = sorted((work / "resources" / "demo_data" / "spider" / "database").glob("*/*.sqlite"))
+    assert dbs, "the demo's Spider databases are missing"
+    original, st = dbs[0].read_bytes(), dbs[0].stat()
+    con = sqlite3.connect(dbs[0])
+    con.execute("PRAGMA user_version = 7")  # a header byte changes; the tables stay as they were
+    con.commit()
+    con.close()
+    assert dbs[0].read_bytes() != original
+    try:
+        _, out = dry_run(work, work / "config" / "test.yaml")
+        jobs = planned_jobs(out)
+    finally:
+        dbs[0].write_bytes(original)
+        os.utime(dbs[0], (st.st_atime, st.st_mtime))
+    scored = [o for r, o in jobs if r == "score"]
+    assert scored and all("/spider/" in o for o in scored), jobs
+    n_spider = len(list((work / "results" / "mini" / "predictions" / "spider").rglob("predictions.jsonl")))
+    assert len(scored) == n_spider
+    assert all(r == "score" or is_report(r) for r, _ in jobs), jobs
+
+
 def test_zeroshot_runs_once_without_prompt_or_demos(mini):
     work, cfg = mini
     res = work / "results" / "mini"

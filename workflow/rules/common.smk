@@ -3,6 +3,8 @@
 # The DAG is a pure function of the validated config and of the input files' contents: the parse-time checks
 # (iclpt.checks) look at the files the config names, and the prepare rule's params carry their digests.
 
+import functools
+import glob
 import os
 import re
 import sys
@@ -378,6 +380,18 @@ def spider_database_dir(task):
     test_file = t["files"]["test"]
     folder = "test_database" if os.path.basename(test_file) == "test.json" else "database"
     return os.path.normpath(os.path.join(base, os.path.dirname(test_file), folder))
+
+
+def score_database_files(wc):
+    """The SQLite files a database metric reads (<database_dir>/<db_id>/<db_id>.sqlite, every one there), so
+    that an edited database reruns scoring. A downloaded release has none until it is downloaded: the next
+    invocation sees them (and reruns scoring once, its input set having grown)."""
+    return list(_database_files(wc.task)) if uses_database(wc.task) else []
+
+
+@functools.lru_cache(maxsize=None)
+def _database_files(task):
+    return tuple(sorted(glob.glob(os.path.join(spider_database_dir(task), "*", "*.sqlite"))))
 
 
 SCORE_EXEC_TIMEOUT_S = float(config["score"]["exec_timeout_s"])

@@ -2,6 +2,7 @@
 rule score:
     input:
         predictions=f"{PRED_DIR}/predictions.jsonl",
+        databases=score_database_files,
     output:
         metrics=f"{PRED_DIR}/metrics.json",
         scores=f"{PRED_DIR}/scores.jsonl",
