@@ -95,8 +95,9 @@ def test_dense_exclusion_on_a_wide_corpus_matches_brute_force(monkeypatch):
 
 
 def _brute_topk(queries, corpus, k, exclude=None):
-    """numpy reference: float32 scores of one full product, -inf for excluded, stable sort (ties -> lower index)."""
-    scores = np.matmul(queries, corpus.T)
+    """numpy reference: one full float64 product rounded to float32 (the nearest float32 of each exact score, as
+    dense_topk promises), -inf for excluded, stable sort (ties -> lower index)."""
+    scores = (queries.astype(np.float64) @ corpus.T.astype(np.float64)).astype(np.float32)
     for r, e in enumerate(exclude or []):
         scores[r, e] = -np.inf
     idx = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -120,7 +121,7 @@ def test_faiss_matches_brute_force_with_ties_and_exclusions(seed):
             ref_i, ref_v = _brute_topk(queries, corpus, k, ex)
             idx, val = R.dense_topk(queries, corpus, k, exclude=ex, block_size=16)
             assert idx.tolist() == ref_i.tolist()
-            assert np.allclose(val, ref_v, rtol=0, atol=1e-6)  # float32 BLAS products: same up to rounding
+            assert val.tolist() == ref_v.tolist()  # bit for bit: both are the float32 nearest the exact score
 
 
 def test_topk_rows_ties_and_wide_rows():

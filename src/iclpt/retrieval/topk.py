@@ -3,9 +3,10 @@
 Ties (equal float32 scores) go to the lower corpus index, so outputs are byte-identical across runs and devices.
 
 Dense search: faiss ``IndexFlatIP`` (exact; a GPU index when faiss has GPU support and the device is CUDA) returns
-``m = min(n, 2k + max excluded)`` candidates per query. Their scores are recomputed with numpy (float32 BLAS, so
-scores do not depend on faiss's kernels or the device), excluded ones dropped, the rest sorted by
-(-score, index). A row whose k-th score is within faiss's rounding of the smallest fetched score (ties or
+``m = min(n, 2k + max excluded)`` candidates per query. Their scores are recomputed with numpy in float64 and
+rounded to float32 (:func:`exact_scores`), so a score is the float32 nearest the exact inner product whatever
+faiss's kernels, the device, the CPU's BLAS kernels or the block shapes: equal products tie bit for bit on every
+machine. Excluded ones are dropped, the rest sorted by (-score, index). A row whose k-th score is within faiss's rounding of the smallest fetched score (ties or
 near-ties at the window's edge) is redone exactly from its full score row.
 """
 
@@ -88,19 +89,26 @@ def build_index(corpus: np.ndarray, device: str = "cpu", m: int = 1) -> Any:
     return index
 
 
+def exact_scores(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
+    """(b, n) float32 inner products, each the float32 nearest the exact value: a float64 product rounded once.
+    (float32 BLAS sums in an order that depends on the CPU's kernels and the matrix shapes, so two equal
+    products can differ in the last bit there; float64's error is ~1e-9 of a float32 ulp.)"""
+    return np.matmul(np.asarray(queries, dtype=np.float64), np.asarray(corpus, dtype=np.float64).T).astype(np.float32)
+
+
 def _rescore(queries: np.ndarray, corpus: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """(b, m) float32 inner products of queries[i] with corpus[cand[i]], by numpy BLAS matrix products.
+    """(b, m) :func:`exact_scores` of queries[i] with corpus[cand[i]].
 
     For a corpus larger than FULL_RESCORE_COLS (smaller ones are multiplied whole, see _search_block): through
-    the union of the candidates of about RESCORE_ROWS queries, padded to RESCORE_PAD columns. Products
-    stay large enough for OpenBLAS's regular gemm kernel, so scores equal those of one full product.
+    the union of the candidates of about RESCORE_ROWS queries, padded to RESCORE_PAD columns (matrix products
+    of a regular shape).
     """
     out = np.empty(cand.shape, dtype=np.float32)
     n_chunks = -(-len(cand) // RESCORE_ROWS)
     bounds = np.linspace(0, len(cand), n_chunks + 1).astype(np.int64)  # even chunks: no 1-row (gemv) tail
     for s, e in zip(bounds[:-1], bounds[1:]):
         cols = np.union1d(cand[s:e], np.arange(RESCORE_PAD))
-        sub = np.matmul(queries[s:e], corpus[cols].T)
+        sub = exact_scores(queries[s:e], corpus[cols])
         out[s:e] = np.take_along_axis(sub, np.searchsorted(cols, cand[s:e]), axis=1)
     return out
 
@@ -109,12 +117,10 @@ def _full_rows(queries: np.ndarray, corpus: np.ndarray, k: int, exclude: Sequenc
                scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k from the full score rows of a few queries (the window-edge fallback).
 
-    scores: their full rows when already computed. Else a single query is doubled, so numpy runs a matrix
-    product (gemm) rather than gemv, as for the others.
+    scores: their full rows when already computed (else :func:`exact_scores`).
     """
     if scores is None:
-        one = len(queries) == 1
-        scores = np.matmul(np.repeat(queries, 2, axis=0) if one else queries, corpus.T)[: len(queries)]
+        scores = exact_scores(queries, corpus)
     scores = np.array(scores, dtype=np.float32)
     mask_rows(scores, exclude)
     return topk_rows(scores, k)
@@ -125,7 +131,7 @@ def _search_block(index: Any, queries: np.ndarray, corpus: np.ndarray, k: int, m
     """Top-k of one query block: faiss candidates, numpy rescoring, exclusion, ordering, edge fallback."""
     fscores, cand = index.search(queries, m)
     cand = cand.astype(np.int64)
-    full = np.matmul(queries, corpus.T) if corpus.shape[0] <= FULL_RESCORE_COLS else None
+    full = exact_scores(queries, corpus) if corpus.shape[0] <= FULL_RESCORE_COLS else None
     scores = np.take_along_axis(full, cand, axis=1) if full is not None else _rescore(queries, corpus, cand)
     if exclude is not None:
         for r, ex in enumerate(exclude):
