@@ -6,8 +6,9 @@ Dense search: faiss ``IndexFlatIP`` (exact; a GPU index when faiss has GPU suppo
 ``m = min(n, 2k + max excluded)`` candidates per query. Their scores are recomputed with numpy in float64 and
 rounded to float32 (:func:`exact_scores`), so a score is the float32 nearest the exact inner product whatever
 faiss's kernels, the device, the CPU's BLAS kernels or the block shapes: equal products tie bit for bit on every
-machine. Excluded ones are dropped, the rest sorted by (-score, index). A row whose k-th score is within faiss's rounding of the smallest fetched score (ties or
-near-ties at the window's edge) is redone exactly from its full score row.
+machine. Excluded ones are dropped, the rest sorted by (-score, index). A row whose k-th score is within faiss's
+rounding of the smallest fetched score (ties or near-ties at the window's edge) is redone exactly from its full
+score row.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from iclpt.retrieval.settings import MAX_BLOCK_BYTES, RetrievalError, block_rows
 
 RESCORE_ROWS = 64  # query rows per numpy rescoring product (their candidates' union is the other side)
 FULL_RESCORE_COLS = 4096  # corpora up to this size are rescored by one full queries x corpus product
-RESCORE_PAD = 1024  # larger corpora: the candidates' union is padded to this many columns (a regular gemm)
 GPU_MAX_K = 2048  # faiss GPU indexes return at most this many neighbours
 
 
@@ -100,14 +100,12 @@ def _rescore(queries: np.ndarray, corpus: np.ndarray, cand: np.ndarray) -> np.nd
     """(b, m) :func:`exact_scores` of queries[i] with corpus[cand[i]].
 
     For a corpus larger than FULL_RESCORE_COLS (smaller ones are multiplied whole, see _search_block): through
-    the union of the candidates of about RESCORE_ROWS queries, padded to RESCORE_PAD columns (matrix products
-    of a regular shape).
+    the union of the candidates of RESCORE_ROWS queries at a time (the scores do not depend on the shape).
     """
     out = np.empty(cand.shape, dtype=np.float32)
-    n_chunks = -(-len(cand) // RESCORE_ROWS)
-    bounds = np.linspace(0, len(cand), n_chunks + 1).astype(np.int64)  # even chunks: no 1-row (gemv) tail
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        cols = np.union1d(cand[s:e], np.arange(RESCORE_PAD))
+    for s in range(0, len(cand), RESCORE_ROWS):
+        e = min(len(cand), s + RESCORE_ROWS)
+        cols = np.unique(cand[s:e])
         sub = exact_scores(queries[s:e], corpus[cols])
         out[s:e] = np.take_along_axis(sub, np.searchsorted(cols, cand[s:e]), axis=1)
     return out
