@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from iclpt.modeling import autocast, lm_forward, output_cache
+from iclpt.packed_linear import packed_linears
 from iclpt.prompting import Encoded, Encoder, Template, build_examples, demo_count, index_by_id, load_retrieval
 from iclpt.soft_prompt import assemble_inputs
 
@@ -38,14 +39,23 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 @torch.no_grad()
 def greedy_generate(model: torch.nn.Module, prompt: torch.Tensor | None, rows: Sequence[Sequence[int]],
                     max_new_tokens: int, pad_id: int, stop_ids: Sequence[int] = (), use_cache: bool = True,
-                    device: torch.device | None = None, precision: str = "fp32") -> list[list[int]]:
+                    device: torch.device | None = None, precision: str = "fp32",
+                    packed: bool = True) -> list[list[int]]:
     """Greedy continuation of each token row (the soft prompt prepended); returns the new ids of each row,
     up to and including its stop token. ``use_cache=False`` recomputes the whole sequence every step (the
     reference path of the tests).
 
     With the KV cache, a row that has stopped leaves the batch (its cache rows, mask and positions are dropped
     with ``Cache.reorder_cache``), so later steps compute only the rows still running; ``transformers``'
-    ``generate()`` keeps feeding finished rows to the end."""
+    ``generate()`` keeps feeding finished rows to the end. On a CPU the linear layers run through packed oneDNN
+    weights (:mod:`iclpt.packed_linear`; ``packed=False`` uses ``F.linear``)."""
+    with packed_linears(model, enabled=packed):
+        return _greedy(model, prompt, rows, max_new_tokens, pad_id, stop_ids, use_cache, device, precision)
+
+
+def _greedy(model: torch.nn.Module, prompt: torch.Tensor | None, rows: Sequence[Sequence[int]],
+            max_new_tokens: int, pad_id: int, stop_ids: Sequence[int], use_cache: bool,
+            device: torch.device | None, precision: str) -> list[list[int]]:
     device = device or next(model.parameters()).device
     B = len(rows)
     T = max(len(r) for r in rows)
