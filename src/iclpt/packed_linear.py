@@ -11,7 +11,8 @@ shape would give).
 :func:`packed_linears` routes every plain ``nn.Linear`` of a model through the packed kernel for the duration of
 a block, when the inputs need no gradient and sit on a CPU; anything else (CUDA, autograd, other dtypes, other
 module classes) takes the module's own forward. The packed copy is kept on the module (keyed by the weight's
-storage and version, so a changed weight is packed again): one extra copy of the matmul weights in memory.
+storage and version, so a changed weight is packed again): one extra copy of the matmul weights in memory
+(SmolLM2-135M decoding 16 rows: peak RSS 1,520 against 976 MiB in fp32, 1,575 against 1,226 MiB in bf16).
 """
 
 from __future__ import annotations
