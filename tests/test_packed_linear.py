@@ -82,6 +82,19 @@ def test_an_exception_inside_the_block_still_restores_the_layers():
     assert all("forward" not in m.__dict__ for m in net.modules())
 
 
+def test_layers_off_the_cpu_are_left_alone_and_other_dtypes_take_the_module_path():
+    on_meta = _net().to("meta")  # stands for CUDA: any non-CPU device
+    with packed_linears(on_meta) as n:
+        assert n == 0 and all("forward" not in m.__dict__ for m in on_meta.modules())
+    net = _net().double()  # float64 has no packed kernel: F.linear's exact result, nothing cached
+    x = torch.randn(5, 24, dtype=torch.float64)
+    with torch.no_grad():
+        ref = net(x)
+        with packed_linears(net) as n:
+            out = net(x)
+    assert n == 2 and torch.equal(out, ref) and "_iclpt_packed" not in net[0].__dict__
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_greedy_tokens_equal_with_and_without_packing(arch, precision):
