@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from iclpt.generation import greedy_generate
 from iclpt.modeling import autocast
-from iclpt.packed_linear import packed_linears, packing_available
+from iclpt import packed_linear
+from iclpt.packed_linear import packable_dtypes, packed_linears, packing_available
 from iclpt.soft_prompt import init_prompt
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN packed linear")
@@ -93,6 +94,27 @@ def test_layers_off_the_cpu_are_left_alone_and_other_dtypes_take_the_module_path
         with packed_linears(net) as n:
             out = net(x)
     assert n == 2 and torch.equal(out, ref) and "_iclpt_packed" not in net[0].__dict__
+
+
+def test_bf16_without_a_bf16_kernel_takes_f_linear_and_fp32_is_still_packed(monkeypatch):
+    """An AVX2-only CPU has no oneDNN bf16 kernel (its reorder raises): bf16 products must take F.linear."""
+    monkeypatch.setattr(packed_linear, "packable_dtypes", lambda: (torch.float32,))
+    net = _net()
+    x = torch.randn(6, 24)
+    with torch.no_grad():
+        with autocast(torch.device("cpu"), "bf16"):
+            ref = net(x)
+            with packed_linears(net) as n:
+                out = net(x)
+        assert n == 2 and torch.equal(out, ref) and "_iclpt_packed" not in net[0].__dict__
+        with packed_linears(net):
+            net(x)  # fp32: packed
+            assert net[0].__dict__["_iclpt_packed"][0][2] == torch.float32
+
+
+def test_packable_dtypes_follow_the_cpu():
+    has_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert packable_dtypes() == ((torch.float32, torch.bfloat16) if has_bf16 else (torch.float32,))
 
 
 @pytest.mark.parametrize("arch", ARCHS)

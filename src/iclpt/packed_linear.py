@@ -10,9 +10,10 @@ shape would give).
 
 :func:`packed_linears` routes every plain ``nn.Linear`` of a model through the packed kernel for the duration of
 a block, when the inputs need no gradient and sit on a CPU; anything else (CUDA, autograd, other dtypes, other
-module classes) takes the module's own forward. The packed copy is kept on the module (keyed by the weight's
-storage and version, so a changed weight is packed again): one extra copy of the matmul weights in memory
-(SmolLM2-135M decoding 16 rows: peak RSS 1,520 against 976 MiB in fp32, 1,575 against 1,226 MiB in bf16).
+module classes, bf16 on a CPU without oneDNN's bf16 kernel) takes the module's own forward. The packed copy is
+kept on the module (keyed by the weight's storage and version, so a changed weight is packed again): one extra
+copy of the matmul weights in memory (SmolLM2-135M decoding 16 rows: peak RSS 1,520 against 976 MiB in fp32,
+1,575 against 1,226 MiB in bf16).
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ def packing_available() -> bool:
                 and hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight"))
 
 
+def packable_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes this CPU can pack: float32 always (when :func:`packing_available`), bfloat16 only where oneDNN
+    has a bf16 kernel (AVX512-BW/VL/DQ or AVX-NE-CONVERT; an AVX2-only CPU raises on a bf16 reorder)."""
+    if not packing_available():
+        return ()
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return _DTYPES if probe is not None and probe() else (torch.float32,)
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype ``F.linear`` would multiply in: autocast's CPU dtype when autocast is on, else the input's."""
     if torch.is_autocast_enabled("cpu"):
@@ -54,9 +64,9 @@ def _packed_weight(mod: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
     return hit[1]
 
 
-def _forward(mod: nn.Linear, original: Any, x: torch.Tensor) -> torch.Tensor:
+def _forward(mod: nn.Linear, original: Any, dtypes: tuple[torch.dtype, ...], x: torch.Tensor) -> torch.Tensor:
     dtype = _compute_dtype(x)
-    if (x.device.type != "cpu" or dtype not in _DTYPES or x.dtype not in _DTYPES or torch.is_grad_enabled()
+    if (x.device.type != "cpu" or dtype not in dtypes or x.dtype not in _DTYPES or torch.is_grad_enabled()
             or (mod.weight.dtype != dtype and not torch.is_autocast_enabled("cpu"))):
         return original(x)
     bias = None if mod.bias is None else mod.bias.detach().to(dtype)
@@ -69,10 +79,11 @@ def packed_linears(model: nn.Module, enabled: bool = True) -> Iterator[int]:
     """Within the block, the model's CPU ``nn.Linear`` layers run through packed oneDNN weights (no-grad only);
     yields how many layers were routed (0 when disabled, unavailable or the model is not on a CPU)."""
     mods = [m for m in model.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"]
-    if not (enabled and packing_available()):
+    dtypes = packable_dtypes() if enabled else ()
+    if not dtypes:
         mods = []
     for m in mods:
-        m.forward = functools.partial(_forward, m, m.forward)  # an instance attribute shadows the class method
+        m.forward = functools.partial(_forward, m, m.forward, dtypes)  # an instance attribute shadows the class method
     try:
         yield len(mods)
     finally:
