@@ -50,7 +50,7 @@ test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -ra -m "not slow and not slurm"
 
 # CONFIG may name several files (merged in order, as snakemake's --configfile); CALIBRATE=1 measures on this device
-# (iclpt.calibrate: loads/fetches each model, times training steps and decoding batches, job start-up) for a run
+# (iclpt.orchestration.calibrate: loads/fetches each model, times training steps and decoding batches, job start-up) for a run
 # with --cores $(CORES); without it the hand-set resources.<rule>.gpu_hours_per_job guesses are summed.
 plan: install
 	$(BIN)/python workflow/scripts/plan.py $(foreach f,$(CONFIG),--configfile $(f)) \

@@ -1,8 +1,8 @@
 """Greedy decoding throughput on SmolLM2-135M: iclpt's decoder against the two baselines a researcher would use.
 
-1. ICL (no soft prompt): ``iclpt.generation.greedy_generate`` vs ``transformers``' own
+1. ICL (no soft prompt): ``iclpt.engine.generation.greedy_generate`` vs ``transformers``' own
    ``model.generate(do_sample=False)`` with its KV cache, on the same left-padded batches (attention mask) of
-   real ICL inputs (one BM25-retrieved demo + the query, rendered by ``iclpt.prompting``, real sample rows of
+   real ICL inputs (one BM25-retrieved demo + the query, rendered by ``iclpt.engine.prompting``, real sample rows of
    each task), batch 16, the same stop rule (EOS and every token whose text holds a newline: ``eos_token_id`` =
    that list) and the same ``max_new_tokens`` (the task's budget). Both run on the same model object at the same
    precision (bf16 autocast over the bf16-stored matmul weights where the CPU has bf16, else fp32).
@@ -101,12 +101,12 @@ def main() -> int:
 
     import torch
 
-    from iclpt.calibrate import render
-    from iclpt.generation import greedy_generate, stop_token_ids
-    from iclpt.modeling import autocast, load_model, resolve_precision
-    from iclpt.prompting import Encoder, Template
-    from iclpt.soft_prompt import init_prompt
-    from iclpt.tasks import get_task
+    from iclpt.orchestration.calibrate import render
+    from iclpt.engine.generation import greedy_generate, stop_token_ids
+    from iclpt.models.loading import autocast, load_model, resolve_precision
+    from iclpt.engine.prompting import Encoder, Template
+    from iclpt.engine.soft_prompt import init_prompt
+    from iclpt.data.tasks import get_task
 
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")

@@ -1,14 +1,14 @@
 """Soft-prompt training throughput on SmolLM2-135M: iclpt against PEFT prompt tuning on the same real model.
 
 Inputs: the real samples of DART, Spider and MTOP (``../shared/data``, official formats, read by the task
-adapters), tokenised by SmolLM2's tokenizer and rendered by ``iclpt.prompting`` in the PT layout
+adapters), tokenised by SmolLM2's tokenizer and rendered by ``iclpt.engine.prompting`` in the PT layout
 (``[P] query answer``) and the IPT layout (``[P] demo query answer``, one BM25-retrieved demo from the train
 pool, own group excluded), ``--pool`` training examples per task, soft prompt of ``--prompt-len`` (25, the
 paper config) vectors, batch ``--batch-size`` (8).
 
-- iclpt: the training job's path (``iclpt.training.batch_loss_sum``: left padding, LM head on the target
+- iclpt: the training job's path (``iclpt.engine.training.batch_loss_sum``: left padding, LM head on the target
   positions only, fast loss) on batches from its length-bucketed sampler (``epoch_batches``: sorted windows
-  of 50 batches, so a pool of 400 is one window); the model as ``iclpt.modeling.load_model`` loads it (bf16:
+  of 50 batches, so a pool of 400 is one window); the model as ``iclpt.models.loading.load_model`` loads it (bf16:
   matmul weights stored in bf16 once).
 - PEFT: ``get_peft_model(PromptTuningConfig)`` on the float32 model, the usual collator (random order, right
   padding to the longest row, labels -100 off the target), loss from ``labels``, plain autocast for bf16.
@@ -56,10 +56,10 @@ def make_sets(tasks, layouts, path, args):
     long batches alike)."""
     from transformers import AutoTokenizer
 
-    from iclpt.calibrate import render
-    from iclpt.prompting import Encoder, Template
-    from iclpt.tasks import get_task
-    from iclpt.training import epoch_batches
+    from iclpt.orchestration.calibrate import render
+    from iclpt.engine.prompting import Encoder, Template
+    from iclpt.data.tasks import get_task
+    from iclpt.engine.training import epoch_batches
 
     tok = AutoTokenizer.from_pretrained(path)
     out = {}
@@ -104,17 +104,17 @@ def _worker(side, precision, sets, pad_id, path, args, queue):
     import torch
 
     torch.set_num_threads(args.threads)
-    from iclpt.modeling import autocast, load_model
-    from iclpt.prompting import Encoded, make_batch
-    from iclpt.soft_prompt import init_prompt
-    from iclpt.training import batch_loss_sum
+    from iclpt.models.loading import autocast, load_model
+    from iclpt.engine.prompting import Encoded, make_batch
+    from iclpt.engine.soft_prompt import init_prompt
+    from iclpt.engine.training import batch_loss_sum
 
     dev = torch.device("cpu")
     if side == "iclpt":
         model, _ = load_model(path, device=dev, precision="fp32")
         body, head = count_params(model)
         if precision == "bf16":
-            from iclpt.modeling import precast_for_autocast
+            from iclpt.models.loading import precast_for_autocast
 
             precast_for_autocast(model)  # what load_model(precision="bf16") does
         init = init_prompt(model, args.prompt_len, "vocab", seed=0)
@@ -228,7 +228,7 @@ def main() -> int:
     ap.add_argument("--warmup-each", action="store_true", help="a warm-up step before every set, not only the first")
     args = ap.parse_args()
 
-    from iclpt.modeling import cpu_has_bf16
+    from iclpt.models.loading import cpu_has_bf16
 
     precisions = args.precisions or (["bf16"] if cpu_has_bf16() else ["fp32"])
     texts = None

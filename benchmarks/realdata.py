@@ -1,8 +1,8 @@
 """Shared by the real-model benchmarks: the model folder, the real sample records, a tiny stand-in model.
 
 - The model: ``--model PATH`` (a ``save_pretrained`` folder), else SmolLM2-135M-Instruct fetched once through
-  ``iclpt.packaged_model`` into the model cache (``$ICLPT_MODEL_CACHE``, default ``~/.cache/iclpt/models``;
-  ``iclpt.calibrate.packaged_folder``). ``--tiny``: a tiny random Llama (SmolLM2's architecture and tokenizer
+  ``iclpt.models.packaged`` into the model cache (``$ICLPT_MODEL_CACHE``, default ``~/.cache/iclpt/models``;
+  ``iclpt.orchestration.calibrate.packaged_folder``). ``--tiny``: a tiny random Llama (SmolLM2's architecture and tokenizer
   style) built from the records' text, for smoke tests.
 - The records: the real samples in ``../shared/data`` (official formats, read by the task adapters, as
   ``config/mini_samples.yaml`` and ``config/sample.yaml`` read them), else the task's example files in
@@ -35,8 +35,8 @@ def task_records(task: str) -> tuple[dict[str, list[dict[str, Any]]], str]:
 
     The benchmarks draw training rows from train and decoding queries from dev (Spider's test rows need their
     databases, which only scoring uses)."""
-    from iclpt.calibrate import DEMO_FILES
-    from iclpt.data import load_split
+    from iclpt.orchestration.calibrate import DEMO_FILES
+    from iclpt.data.prepare import load_split
 
     files = SAMPLE_FILES.get(task)
     base, where = SHARED, "../shared/data"
@@ -56,7 +56,7 @@ def model_folder(path: str | None, tiny: bool, texts: list[str] | None = None) -
     if path:
         return path
     if tiny:
-        from iclpt.tiny_model import build_tiny_model
+        from iclpt.models.tiny import build_tiny_model
 
         tmp = Path(tempfile.mkdtemp(prefix="iclpt-bench-"))
         atexit.register(shutil.rmtree, tmp, True)
@@ -64,8 +64,8 @@ def model_folder(path: str | None, tiny: bool, texts: list[str] | None = None) -
         build_tiny_model(texts or ["a b c"], out, "llama", hidden_size=64, num_layers=2, num_heads=4,
                          vocab_size=2000, max_positions=2048, init_std=0.1)
         return str(out)
-    from iclpt.calibrate import packaged_folder
-    from iclpt.packaged_model import SMOLLM2_135M_INSTRUCT
+    from iclpt.orchestration.calibrate import packaged_folder
+    from iclpt.models.packaged import SMOLLM2_135M_INSTRUCT
 
     folder, secs = packaged_folder(SMOLLM2_135M_INSTRUCT)
     if secs is not None:

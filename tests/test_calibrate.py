@@ -1,4 +1,4 @@
-"""iclpt.calibrate: the measured run plan (token counts, cost model, and estimates checked against real runs)."""
+"""iclpt.orchestration.calibrate: the measured run plan (token counts, cost model, and estimates checked against real runs)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iclpt import calibrate as cal
-from iclpt.training import TrainConfig
+from iclpt.orchestration import calibrate as cal
+from iclpt.engine.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -48,7 +48,7 @@ def test_cost_model_pieces():
     assert cal.n_dev_passes(TrainConfig(max_steps=10, eval_every=4)) == 4
     # unbucketed sampler over lengths 1..8 in batches of 4: each batch padded to its longest row (+ 2 prompt)
     lengths = [1, 2, 3, 4, 5, 6, 7, 8]
-    from iclpt.training import epoch_batches
+    from iclpt.engine.training import epoch_batches
 
     batches = epoch_batches(lengths, 4, 0, 0, False)
     want = sum(4 * (max(lengths[i] for i in b) + 2) for b in batches) / 2
@@ -97,9 +97,9 @@ def test_task_sample_sources(tmp_path):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A workdir with the run's prepared data and its built tiny model (as the pipeline leaves them)."""
-    from iclpt.data import prepare_task
+    from iclpt.data.prepare import prepare_task
     from iclpt.io import write_jsonl_atomic
-    from iclpt.tiny_model import build_tiny_model, texts_from_records
+    from iclpt.models.tiny import build_tiny_model, texts_from_records
 
     work = tmp_path_factory.mktemp("cal")
     cfg = small_config()
@@ -117,9 +117,9 @@ def test_calibrated_estimate_matches_real_jobs(run_dir):
     """The calibrated seconds of a train and a predict job (start-up aside) against the same jobs run here."""
     import torch
 
-    from iclpt.generation import load_predict_inputs, run_prediction
-    from iclpt.runs import plan
-    from iclpt.training import load_train_inputs, run_training
+    from iclpt.engine.generation import load_predict_inputs, run_prediction
+    from iclpt.orchestration.runs import plan
+    from iclpt.engine.training import load_train_inputs, run_training
 
     torch.set_num_threads(1)
     cfg = small_config()
@@ -160,7 +160,7 @@ def test_calibrated_estimate_matches_real_jobs(run_dir):
                                train_path=str(data / "train.jsonl"), dev_path=str(data / "dev.jsonl"), params=params)
     # the estimate counts the job's own tokens: the calibrator renders the same rows to the same lengths, and its
     # seconds are those tokens at the measured rates (wall-clock agreement is the benchmarks' business)
-    from iclpt.modeling import max_positions
+    from iclpt.models.loading import max_positions
 
     rnd = cal._Renderer(cfg, cal.task_sample(cfg, "mtop", run_dir), inputs.tokenizer, max_positions(inputs.model))
     lengths = {split: sorted(len(e.ids) for e in rnd.get(split, 0, "retrieved", pt.length)) for split in ("train", "dev")}

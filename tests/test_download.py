@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from iclpt.data import prepare_task
-from iclpt.download import DownloadError, DownloadSpec, RemoteFile, download_spec, download_task, get_spec, resolve_url
-from iclpt.tasks import TASKS
+from iclpt.data.prepare import prepare_task
+from iclpt.data.download import DownloadError, DownloadSpec, RemoteFile, download_spec, download_task, get_spec, resolve_url
+from iclpt.data.tasks import TASKS
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -172,9 +172,9 @@ def test_rule_download_then_prepare(server, tmp_path, demo_data, repo_root):
 
 # ---- Google Drive routing ------------------------------------------------------------------------------
 def test_drive_url_goes_through_fetch_drive(tmp_path, monkeypatch, demo_data):
-    """Without base_url, the Spider spec's Drive URL is fetched by iclpt.gdrive.fetch_drive."""
-    import iclpt.gdrive
-    from iclpt.download import is_drive_url
+    """Without base_url, the Spider spec's Drive URL is fetched by iclpt.data.gdrive.fetch_drive."""
+    import iclpt.data.gdrive
+    from iclpt.data.download import is_drive_url
 
     archive = tmp_path / "spider_data.zip"
     _spider_zip(archive, demo_data)
@@ -185,7 +185,7 @@ def test_drive_url_goes_through_fetch_drive(tmp_path, monkeypatch, demo_data):
         Path(dest).write_bytes(archive.read_bytes())
         return Path(dest)
 
-    monkeypatch.setattr(iclpt.gdrive, "fetch_drive", fake_fetch_drive)
+    monkeypatch.setattr(iclpt.data.gdrive, "fetch_drive", fake_fetch_drive)
     manifest = json.loads(download_task("spider", tmp_path / "dl").read_text())
     assert calls == [(get_spec("spider").files[0].url, "spider_data.zip")]
     assert manifest["downloads"][0]["bytes"] == archive.stat().st_size
@@ -197,21 +197,21 @@ def test_drive_url_goes_through_fetch_drive(tmp_path, monkeypatch, demo_data):
 
 
 def test_drive_error_propagates_with_its_message(tmp_path, monkeypatch):
-    import iclpt.gdrive
+    import iclpt.data.gdrive
 
     def refuse(url, dest, timeout=60.0, opener=None):
-        raise iclpt.gdrive.GoogleDriveError("Google Drive refused file abc: download quota exceeded")
+        raise iclpt.data.gdrive.GoogleDriveError("Google Drive refused file abc: download quota exceeded")
 
-    monkeypatch.setattr(iclpt.gdrive, "fetch_drive", refuse)
+    monkeypatch.setattr(iclpt.data.gdrive, "fetch_drive", refuse)
     spec = DownloadSpec("drivetask", (RemoteFile("https://drive.google.com/uc?id=abc&export=download", "f.bin"),))
-    with pytest.raises(iclpt.gdrive.GoogleDriveError, match="download quota exceeded"):
+    with pytest.raises(iclpt.data.gdrive.GoogleDriveError, match="download quota exceeded"):
         download_spec(spec, tmp_path / "dl")
     assert not (tmp_path / "dl/drivetask").exists() and _leftovers(tmp_path / "dl") == []
 
 
 def test_base_url_override_bypasses_drive(server, tmp_path, monkeypatch, demo_data):
     """An overridden Drive URL is a plain mirror fetch: fetch_drive is not called."""
-    import iclpt.gdrive
+    import iclpt.data.gdrive
 
     www, base = server
     _spider_zip(www / "spider_data.zip", demo_data)
@@ -219,6 +219,6 @@ def test_base_url_override_bypasses_drive(server, tmp_path, monkeypatch, demo_da
     def boom(*a, **k):
         raise AssertionError("fetch_drive must not be used with base_url")
 
-    monkeypatch.setattr(iclpt.gdrive, "fetch_drive", boom)
+    monkeypatch.setattr(iclpt.data.gdrive, "fetch_drive", boom)
     manifest = json.loads(download_task("spider", tmp_path / "dl", base_url=base).read_text())
     assert manifest["downloads"][0]["url"] == f"{base}/spider_data.zip"

@@ -20,10 +20,10 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from iclpt import checks
-from iclpt.data import prepare_task
+from iclpt.orchestration import checks
+from iclpt.data.prepare import prepare_task
 from iclpt.io import DataError, read_json, read_jsonl
-from iclpt.tasks import get_task
+from iclpt.data.tasks import get_task
 from test_config import SHIPPED
 from workflow_helpers import ROOT, copy_repo, dry_run, snakemake, write_config
 
@@ -561,7 +561,7 @@ def test_truncated_safetensors(tmp_path, cut):
 def test_load_model_on_a_truncated_real_model(tmp_path):
     from tiny_engine import tiny_model_dir
 
-    from iclpt.modeling import load_model
+    from iclpt.models.loading import load_model
 
     d = tmp_path / "tiny"
     shutil.copytree(tiny_model_dir("gpt2"), d)
@@ -585,7 +585,7 @@ def _retrieval(path: Path, queries: list[dict], demos: list[list[str]]) -> str:
 
 
 def test_retrieval_file_is_checked_against_its_split(tmp_path):
-    from iclpt.prompting import load_retrieval
+    from iclpt.engine.prompting import load_retrieval
 
     train, test = _split(4, "train"), _split(3, "test")
     pool = {r["id"]: r for r in train}
@@ -614,7 +614,7 @@ def test_retrieval_file_is_checked_against_its_split(tmp_path):
 def test_predict_job_stops_on_a_foreign_retrieval_file_and_writes_nothing(tmp_path):
     from tiny_engine import tiny_model_dir
 
-    from iclpt.generation import predict_job
+    from iclpt.engine.generation import predict_job
 
     train, test = _split(4, "train"), _split(3, "test")
     for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
@@ -633,7 +633,7 @@ def test_predict_job_stops_on_a_foreign_retrieval_file_and_writes_nothing(tmp_pa
 def test_prompt_shape_against_the_model(tmp_path):
     import torch
 
-    from iclpt.soft_prompt import load_prompt, save_prompt
+    from iclpt.engine.soft_prompt import load_prompt, save_prompt
 
     p = tmp_path / "prompt.safetensors"
     save_prompt(p, torch.zeros(4, 32))
@@ -655,7 +655,7 @@ def test_prompt_shape_against_the_model(tmp_path):
 def test_a_prompt_that_cannot_fit_names_the_example():
     from tiny_engine import load
 
-    from iclpt.prompting import Encoder, Template, build_examples
+    from iclpt.engine.prompting import Encoder, Template, build_examples
 
     _, tok = load("gpt2")
     enc = Encoder(tok, Template("Input", "Output"))

@@ -1,4 +1,4 @@
-"""Tests for iclpt.gdrive against a local HTTP server."""
+"""Tests for iclpt.data.gdrive against a local HTTP server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from iclpt.gdrive import (
+from iclpt.data.gdrive import (
     GoogleDriveError,
     confirmation_url,
     drive_file_id,

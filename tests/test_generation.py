@@ -8,9 +8,9 @@ import pytest
 import torch
 from tiny_engine import ARCHS, load, tiny_model_dir
 
-from iclpt.generation import decode_prediction, greedy_generate, predict_job, stop_token_ids
-from iclpt.modeling import lm_forward
-from iclpt.soft_prompt import assemble_inputs, init_prompt
+from iclpt.engine.generation import decode_prediction, greedy_generate, predict_job, stop_token_ids
+from iclpt.models.loading import lm_forward
+from iclpt.engine.soft_prompt import assemble_inputs, init_prompt
 
 TEXTS = ["a cat", "the old dog sleeps in the big house with a red bird", "fish", "the tree is new and green"]
 
@@ -80,7 +80,7 @@ def _write(path, rows):
 
 
 def test_predict_job_writes_the_contract_fields(tmp_path):
-    from iclpt.soft_prompt import save_prompt
+    from iclpt.engine.soft_prompt import save_prompt
 
     train = [{"id": f"t{i}", "split": "train", "input": f"cat {i}", "target": f"the cat {i}.",
               "references": [f"the cat {i}."], "meta": {}} for i in range(4)]
@@ -128,7 +128,7 @@ def test_predict_job_writes_the_contract_fields(tmp_path):
 
 def test_predict_job_zeroshot_is_the_bare_query(tmp_path):
     """No prompt, n_demos 0: the frozen model on the rendered query alone (the method name is only a label)."""
-    from iclpt.prompting import Template
+    from iclpt.engine.prompting import Template
 
     test = [{"id": f"x{i}", "split": "test", "input": f"dog {i} runs", "target": "y", "references": ["y"],
              "meta": {}} for i in range(3)]
@@ -167,7 +167,7 @@ def test_predict_job_checks_the_demo_inputs(tmp_path):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_precast_bf16_weights_compute_exactly_what_autocast_computes(arch):
-    from iclpt.modeling import autocast, precast_for_autocast
+    from iclpt.models.loading import autocast, precast_for_autocast
 
     ref, tok = load(arch, init_std=0.3)
     fast, _ = load(arch, init_std=0.3)

@@ -7,7 +7,7 @@ import pytest
 import sacrebleu
 
 from iclpt.io import DataError
-from iclpt.metrics import (
+from iclpt.evaluation.metrics import (
     MetricError,
     bleu,
     check_metric_names,
@@ -21,8 +21,8 @@ from iclpt.metrics import (
     reference_streams,
     score_predictions,
 )
-from iclpt.tasks import get_task
-from iclpt.tasks.spider import sql_match_key as normalize_sql
+from iclpt.data.tasks import get_task
+from iclpt.data.tasks.spider import sql_match_key as normalize_sql
 
 
 # ---- BLEU -------------------------------------------------------------------------------------------------

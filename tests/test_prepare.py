@@ -12,9 +12,9 @@ import uuid
 import pytest
 import yaml
 
-from iclpt.data import prepare_task, subsample
+from iclpt.data.prepare import prepare_task, subsample
 from iclpt.io import DataError, read_jsonl
-from iclpt.tasks import UnknownTaskError
+from iclpt.data.tasks import UnknownTaskError
 
 
 def _files(root, train, dev, test):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_engine import load
 
-from iclpt.prompting import IGNORE, Encoder, Template, make_batch, render_text
-from iclpt.tasks import get_task
+from iclpt.engine.prompting import IGNORE, Encoder, Template, make_batch, render_text
+from iclpt.data.tasks import get_task
 
 # one (input, target) and one demo per task; inputs as the adapters linearise them (one line each)
 EXAMPLES = {
@@ -123,7 +123,7 @@ def test_label_mask_covers_target_tokens_only():
 
 
 def test_demo_count_is_the_explicit_layout_switch():
-    from iclpt.prompting import demo_count
+    from iclpt.engine.prompting import demo_count
 
     assert demo_count({"n_demos": 2, "demos": "retrieved"}, "job") == 2
     assert demo_count({"n_demos": 0, "demos": "none"}, "job") == 0
@@ -140,7 +140,7 @@ def test_demo_count_is_the_explicit_layout_switch():
 
 def test_index_by_id_rejects_duplicates():
     from iclpt.io import DataError
-    from iclpt.prompting import index_by_id
+    from iclpt.engine.prompting import index_by_id
 
     assert index_by_id([{"id": "a"}, {"id": "b"}], "f") == {"a": {"id": "a"}, "b": {"id": "b"}}
     with pytest.raises(DataError, match="duplicate id 'a'"):

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from iclpt import codeversion, methods, runs
-from iclpt.methods import METHODS, UnknownMethodError, get_method, label, split_name
-from iclpt.tasks import TASKS
+from iclpt.orchestration import codeversion, methods, runs
+from iclpt.orchestration.methods import METHODS, UnknownMethodError, get_method, label, split_name
+from iclpt.data.tasks import TASKS
 from workflow_helpers import ROOT, copy_repo, dry_run, planned_jobs, write_config
 
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -77,12 +77,12 @@ def test_paper_plan_counts():
 
 
 def test_code_version_follows_imports_and_tasks():
-    mods = codeversion.module_closure(["iclpt.generation"])
-    assert "iclpt.prompting" in mods and "iclpt.reporting.tables" not in mods
-    data_mtop = codeversion.module_closure(["iclpt.data"], task="mtop")
-    assert "iclpt.tasks.mtop" in data_mtop and "iclpt.tasks.base" in data_mtop
-    assert "iclpt.tasks.spider" not in data_mtop
-    assert codeversion.code_version(["iclpt.data"], task="mtop") != codeversion.code_version(["iclpt.data"], task="dart")
+    mods = codeversion.module_closure(["iclpt.engine.generation"])
+    assert "iclpt.engine.prompting" in mods and "iclpt.reporting.tables" not in mods
+    data_mtop = codeversion.module_closure(["iclpt.data.prepare"], task="mtop")
+    assert "iclpt.data.tasks.mtop" in data_mtop and "iclpt.data.tasks.base" in data_mtop
+    assert "iclpt.data.tasks.spider" not in data_mtop
+    assert codeversion.code_version(["iclpt.data.prepare"], task="mtop") != codeversion.code_version(["iclpt.data.prepare"], task="dart")
 
 
 def test_code_version_changes_when_a_module_changes(tmp_path):
@@ -103,8 +103,8 @@ def test_code_version_changes_when_a_module_changes(tmp_path):
 
 TOY_TASK = '''
 """A toy task for the extension test: MTOP's files under another name."""
-from iclpt.tasks.base import DownloadSpec, RemoteFile
-from iclpt.tasks.mtop import MTOP
+from iclpt.data.tasks.base import DownloadSpec, RemoteFile
+from iclpt.data.tasks.mtop import MTOP
 
 
 class Toy(MTOP):
@@ -119,12 +119,12 @@ TASK = Toy()
 
 def add_toy_task_and_method(work) -> None:
     """What a contributor writes: a task module + a registry line, a Method line, and the two schema enums."""
-    (work / "src/iclpt/tasks/toy.py").write_text(textwrap.dedent(TOY_TASK))
-    init = work / "src/iclpt/tasks/__init__.py"
-    text = init.read_text().replace("from iclpt.tasks.totto import TASK as _TOTTO",
-                                    "from iclpt.tasks.totto import TASK as _TOTTO\nfrom iclpt.tasks.toy import TASK as _TOY")
+    (work / "src/iclpt/data/tasks/toy.py").write_text(textwrap.dedent(TOY_TASK))
+    init = work / "src/iclpt/data/tasks/__init__.py"
+    text = init.read_text().replace("from iclpt.data.tasks.totto import TASK as _TOTTO",
+                                    "from iclpt.data.tasks.totto import TASK as _TOTTO\nfrom iclpt.data.tasks.toy import TASK as _TOY")
     init.write_text(text.replace("_SPIDER, _MTOP)}", "_SPIDER, _MTOP, _TOY)}"))
-    mfile = work / "src/iclpt/methods.py"
+    mfile = work / "src/iclpt/orchestration/methods.py"
     mfile.write_text(mfile.read_text().replace(
         '        Method("transfer",',
         '        Method("ipt_only", "IPT (retrieved only)", "#17becf", PROMPT_OWN, ("retrieved",)),\n'

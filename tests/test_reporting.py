@@ -13,8 +13,8 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 
 from iclpt.io import DataError
-from iclpt.methods import REPORT_ORDER, UnknownMethodError, color
-from iclpt.metrics import score_predictions, task_metrics
+from iclpt.orchestration.methods import REPORT_ORDER, UnknownMethodError, color
+from iclpt.evaluation.metrics import score_predictions, task_metrics
 from iclpt.reporting import (
     cell_interval,
     comparisons_table,
@@ -48,7 +48,7 @@ from iclpt.reporting import (
     with_transfer_ci,
     write_csv,
 )
-from iclpt.stats import Bootstrap
+from iclpt.reporting.stats import Bootstrap
 
 MAIN_LEN = 4
 

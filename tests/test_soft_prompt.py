@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_engine import ARCHS, load, tiny_model_dir
 
-from iclpt.modeling import lm_forward
-from iclpt.soft_prompt import assemble_inputs, export_peft, init_prompt, load_prompt, save_prompt
+from iclpt.models.loading import lm_forward
+from iclpt.engine.soft_prompt import assemble_inputs, export_peft, init_prompt, load_prompt, save_prompt
 
 
 def _peft_model(model, prompt):
@@ -123,7 +123,7 @@ def test_prompt_file_is_byte_stable_and_readable(tmp_path):
     from safetensors import safe_open
 
     code = (
-        "import torch, sys; from iclpt.soft_prompt import save_prompt; "
+        "import torch, sys; from iclpt.engine.soft_prompt import save_prompt; "
         "torch.manual_seed(0); w = torch.randn(3, 8); "
         "save_prompt(sys.argv[1], w, {f'k{i}': i for i in range(20)})"
     )

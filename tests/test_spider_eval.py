@@ -1,4 +1,4 @@
-"""Tests for iclpt.spider_eval; verdicts derived from the official Spider evaluator."""
+"""Tests for iclpt.evaluation.spider_eval; verdicts derived from the official Spider evaluator."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iclpt.spider_eval import (
+from iclpt.evaluation.spider_eval import (
     SqlParseError,
     exact_set_match,
     execution_match,

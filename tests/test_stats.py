@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired tests over test examples (iclpt.stats), against sacrebleu's own bootstrap."""
+"""Bootstrap intervals and paired tests over test examples (iclpt.reporting.stats), against sacrebleu's own bootstrap."""
 
 import json
 import random
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sacrebleu.significance import PairedTest
 
-from iclpt.metrics import bleu, bleu_metric, bleu_stats, reference_streams, score_predictions
-from iclpt.stats import (
+from iclpt.evaluation.metrics import bleu, bleu_metric, bleu_stats, reference_streams, score_predictions
+from iclpt.reporting.stats import (
     Bootstrap,
     bleu_statistic,
     bootstrap_interval,
@@ -149,7 +149,7 @@ def test_one_differing_example_is_within_noise():
 
 
 def test_within_noise_needs_p_below_alpha_and_an_interval_clear_of_zero():
-    from iclpt.stats import within_noise
+    from iclpt.reporting.stats import within_noise
 
     assert not within_noise(0.01, 1.0, 5.0, 0.05) and not within_noise(0.01, -5.0, -1.0, 0.05)
     assert within_noise(0.05, 1.0, 5.0, 0.05)  # p = alpha is within noise

@@ -8,9 +8,9 @@ import sqlite3
 import pytest
 
 from iclpt.io import DataError
-from iclpt.tasks import TASKS, UnknownTaskError, get_task
-from iclpt.tasks.spider import normalize_sql
-from iclpt.tasks.totto import linearize as totto_linearize
+from iclpt.data.tasks import TASKS, UnknownTaskError, get_task
+from iclpt.data.tasks.spider import normalize_sql
+from iclpt.data.tasks.totto import linearize as totto_linearize
 
 DEMO_FILES = {
     "totto": ("totto/train.jsonl", "totto/dev.jsonl", "totto/test.jsonl"),
@@ -181,7 +181,7 @@ def test_spider_sql_normalisation_keeps_literals():
 
 
 def test_make_record_exact_references():
-    from iclpt.tasks.base import make_record
+    from iclpt.data.tasks.base import make_record
 
     collapsed = make_record("t", "dev", "t-dev-1", " in  put ", ["a  'b  c'\t", "  ", "x"], where="here")
     assert collapsed["references"] == ["a 'b c'", "x"] and collapsed["input"] == "in put"

@@ -15,7 +15,7 @@ def _digest(path):
 def test_build_is_deterministic_and_loads_like_a_hub_model(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from iclpt.tiny_model import build_tiny_model
+    from iclpt.models.tiny import build_tiny_model
 
     a = build_tiny_model(corpus(80), tmp_path / "a", "gpt2", hidden_size=16, num_layers=1, num_heads=2,
                          vocab_size=350, max_positions=64, seed=3)
@@ -54,7 +54,7 @@ def test_llama_and_gemma3_builds_mirror_the_real_models():
 
     import torch
 
-    from iclpt.modeling import load_model
+    from iclpt.models.loading import load_model
 
     llama, ltok = load_model(tiny_model_dir("llama"))
     assert type(llama).__name__ == "LlamaForCausalLM"
@@ -83,7 +83,7 @@ def test_llama_and_gemma3_builds_mirror_the_real_models():
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_new_architectures_build_deterministically(tmp_path, arch):
-    from iclpt.tiny_model import build_tiny_model
+    from iclpt.models.tiny import build_tiny_model
 
     kw = dict(hidden_size=16, num_layers=2, num_heads=2, vocab_size=350, max_positions=64, seed=3)
     a = build_tiny_model(corpus(80), tmp_path / "a", arch, **kw)
@@ -93,7 +93,7 @@ def test_new_architectures_build_deterministically(tmp_path, arch):
 
 
 def test_unknown_architecture(tmp_path):
-    from iclpt.tiny_model import build_tiny_model
+    from iclpt.models.tiny import build_tiny_model
 
     with pytest.raises(ValueError, match="unknown architecture"):
         build_tiny_model(corpus(20), tmp_path / "x", "mamba")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from tiny_engine import ARCHS, load, tiny_model_dir
 
-from iclpt.generation import generate_texts, greedy_generate, stop_token_ids
-from iclpt.modeling import lm_forward
-from iclpt.prompting import IGNORE, Encoder, Template, make_batch
-from iclpt.soft_prompt import assemble_inputs, init_prompt
-from iclpt.training import (TrainConfig, TrainingInterrupted, batch_loss_sum, epoch_batches, train_job,
+from iclpt.engine.generation import generate_texts, greedy_generate, stop_token_ids
+from iclpt.models.loading import lm_forward
+from iclpt.engine.prompting import IGNORE, Encoder, Template, make_batch
+from iclpt.engine.soft_prompt import assemble_inputs, init_prompt
+from iclpt.engine.training import (TrainConfig, TrainingInterrupted, batch_loss_sum, epoch_batches, train_job,
                             train_prompt)
 
 WORDS = "red blue green cat dog bird".split()
@@ -152,7 +152,7 @@ def _run(d, out, ckpt, **kw):
 def test_train_job_files_and_exact_resume(job_files):
     from peft import PeftModel
 
-    from iclpt.soft_prompt import load_prompt
+    from iclpt.engine.soft_prompt import load_prompt
 
     d = job_files
     full = _run(d, d / "full", d / "ckpt_full")
@@ -222,7 +222,7 @@ def test_layout_comes_from_n_demos_and_the_retrieval_files(job_files):
 
 
 def test_checkpoint_key_hashes_params_and_file_contents(tmp_path):
-    from iclpt.checkpoint import checkpoint_key, file_fingerprint, load_checkpoint, save_checkpoint
+    from iclpt.engine.checkpoint import checkpoint_key, file_fingerprint, load_checkpoint, save_checkpoint
 
     f = tmp_path / "a.jsonl"
     f.write_text("x\n")
@@ -241,7 +241,7 @@ def test_checkpoint_key_hashes_params_and_file_contents(tmp_path):
 _KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-import iclpt.training as T
+import iclpt.engine.training as T
 import test_training as TT
 _orig = T.batch_loss_sum
 def slow(*a, **k):
@@ -270,7 +270,7 @@ def test_killed_subprocess_resumes_to_the_same_prompt(job_files, monkeypatch):
     import time
     from pathlib import Path
 
-    from iclpt.soft_prompt import load_prompt
+    from iclpt.engine.soft_prompt import load_prompt
 
     d = job_files
     monkeypatch.setattr(sys.modules[__name__], "_params", _long_params)
@@ -312,7 +312,7 @@ def test_bf16_autocast_trains_and_decodes_on_cpu():
 
 
 def test_demos_exclude_the_query_itself():
-    from iclpt.prompting import build_examples
+    from iclpt.engine.prompting import build_examples
 
     _, tok = load("gpt2")
     enc = Encoder(tok, Template("Input", "Output"))

@@ -139,7 +139,7 @@ def _edit_library(mini, rel: str):
 
 
 def test_editing_a_task_adapter_reruns_that_task_onward(mini):
-    jobs = _edit_library(mini, "iclpt/tasks/mtop.py")
+    jobs = _edit_library(mini, "iclpt/data/tasks/mtop.py")
     rules = {r for r, _ in jobs}
     assert {"prepare", "embed", "retrieve", "train_prompt", "predict", "score"} <= rules, rules
     for rule, out in jobs:
@@ -152,13 +152,13 @@ def test_editing_a_task_adapter_reruns_that_task_onward(mini):
 
 
 def test_editing_metrics_reruns_scoring_and_reports_only(mini):
-    rules = {r for r, _ in _edit_library(mini, "iclpt/metrics.py")}
+    rules = {r for r, _ in _edit_library(mini, "iclpt/evaluation/metrics.py")}
     assert "score" in rules
     assert all(r == "score" or is_report(r) for r in rules), rules
 
 
 def test_editing_the_decoder_reruns_decoding_onward_only(mini):
-    jobs = _edit_library(mini, "iclpt/generation.py")
+    jobs = _edit_library(mini, "iclpt/engine/generation.py")
     rules = {r for r, _ in jobs}
     assert {"predict", "score"} <= rules
     assert all(r in ("predict", "score") or is_report(r) for r in rules), rules
@@ -167,7 +167,7 @@ def test_editing_the_decoder_reruns_decoding_onward_only(mini):
 
 
 def test_editing_training_reruns_training_onward_only(mini):
-    rules = {r for r, _ in _edit_library(mini, "iclpt/training.py")}
+    rules = {r for r, _ in _edit_library(mini, "iclpt/engine/training.py")}
     assert "train_prompt" in rules
     assert not rules & UPSTREAM, rules
 

@@ -1,5 +1,5 @@
 """Helpers of the soft-prompt engine tests: tiny random GPT-2 / OPT / BLOOM / Llama / Gemma 3 built once per test
-session (the Llama and Gemma 3 builds mirror SmolLM2 and Gemma 3 270M: see :mod:`iclpt.tiny_model`)."""
+session (the Llama and Gemma 3 builds mirror SmolLM2 and Gemma 3 270M: see :mod:`iclpt.models.tiny`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _root() -> Path:
 @functools.lru_cache(maxsize=None)
 def tiny_model_dir(arch: str, hidden: int = 32, init_std: float | None = None) -> str:
     """Folder of a tiny random model (built once per session, 2 layers, vocab <= 400)."""
-    from iclpt.tiny_model import build_tiny_model
+    from iclpt.models.tiny import build_tiny_model
 
     out = _root() / f"{arch}-{hidden}-{init_std}"
     build_tiny_model(corpus(), out, arch, hidden_size=hidden, num_layers=2, num_heads=2, vocab_size=400,
@@ -46,6 +46,6 @@ def tiny_model_dir(arch: str, hidden: int = 32, init_std: float | None = None) -
 
 
 def load(arch: str, hidden: int = 32, init_std: float | None = None):
-    from iclpt.modeling import load_model
+    from iclpt.models.loading import load_model
 
     return load_model(tiny_model_dir(arch, hidden, init_std))

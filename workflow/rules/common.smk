@@ -1,7 +1,7 @@
 # Path templates, run lists, wildcard constraints, resource helpers and every stage's input/params functions.
 # The stage files (data.smk, ..., report.smk) hold rules only (snakemake --lint: no rules mixed with functions).
 # The DAG is a pure function of the validated config and of the input files' contents: the parse-time checks
-# (iclpt.checks) look at the files the config names, and the prepare rule's params carry their digests.
+# (iclpt.orchestration.checks) look at the files the config names, and the prepare rule's params carry their digests.
 
 import functools
 import glob
@@ -10,18 +10,18 @@ import re
 import sys
 
 sys.path.insert(0, os.path.normpath(os.path.join(workflow.current_basedir, "..", "..", "src")))
-from iclpt import checks, codeversion, methods, runs  # noqa: E402
+from iclpt.orchestration import checks, codeversion, methods, runs  # noqa: E402
 from iclpt.io import file_sha256  # noqa: E402
-from iclpt.metrics import DATABASE_METRICS, task_metrics  # noqa: E402
+from iclpt.evaluation.metrics import DATABASE_METRICS, task_metrics  # noqa: E402
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
-from iclpt.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
+from iclpt.data.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
 
 SCRIPTS_DIR = os.path.normpath(os.path.join(workflow.current_basedir, "..", "scripts"))
 RUN = config["run"]
 RES = f"results/{RUN}"
 
-# Parse-time checks of the validated config (iclpt.checks): every mistake the config alone reveals stops here,
+# Parse-time checks of the validated config (iclpt.orchestration.checks): every mistake the config alone reveals stops here,
 # before any job, with a message naming the key, its value and what was expected.
 checks.check_workflow_config(config, os.path.join(workflow.current_basedir, "..", ".."), f"{RES}/models")
 
@@ -100,7 +100,7 @@ def demo_retriever(demos, seed, task=None):
     return task_cfg(task).get("demo_retriever", DEMO_RETRIEVER) if task else DEMO_RETRIEVER  # optional per task
 
 
-# ---- the runs the config expands to (iclpt.runs, from the method registry) -------------------------
+# ---- the runs the config expands to (iclpt.orchestration.runs, from the method registry) -------------------------
 PLAN = runs.plan(config)
 
 
@@ -123,7 +123,7 @@ def wc_run(wc):
 
 # ---- code versions: a rule's params carry the digest of the library modules its script runs ----------
 def code(script, task=None):
-    """Digest of the iclpt modules workflow/scripts/<script> imports, transitively (iclpt.codeversion).
+    """Digest of the iclpt modules workflow/scripts/<script> imports, transitively (iclpt.orchestration.codeversion).
 
     Per task when `task` is given (other tasks' adapters left out). Snakemake reruns a job whose params changed,
     so editing a library module reruns exactly the jobs whose code includes it."""
@@ -363,12 +363,12 @@ def predict_params(wc):
 
 # ---- score stage (score.smk) --------------------------------------------------
 def task_metric_names(task):
-    """The task's metrics as declared by its module in iclpt.tasks (the first is the primary one)."""
+    """The task's metrics as declared by its module in iclpt.data.tasks (the first is the primary one)."""
     return task_metrics(task)
 
 
 def uses_database(task):
-    """Whether one of the task's metrics reads its databases (iclpt.metrics.DATABASE_METRICS)."""
+    """Whether one of the task's metrics reads its databases (iclpt.evaluation.metrics.DATABASE_METRICS)."""
     return any(m in DATABASE_METRICS for m in task_metric_names(task))
 
 
@@ -476,7 +476,7 @@ def _findings_inputs():
     return d
 
 
-# ---- report stage: bootstrap intervals over test examples and paired tests (iclpt.stats) ---------------
+# ---- report stage: bootstrap intervals over test examples and paired tests (iclpt.reporting.stats) ---------------
 #: resamples, level and seed of every interval and paired test; a report rule that resamples gets them as params
 BOOTSTRAP = {
     "n_resamples": int(config["report"]["bootstrap_resamples"]),

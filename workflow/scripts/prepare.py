@@ -1,10 +1,10 @@
-"""Snakemake adapter of the prepare rule: iclpt.data.prepare_task -> three split files + prepare.json."""
+"""Snakemake adapter of the prepare rule: iclpt.data.prepare.prepare_task -> three split files + prepare.json."""
 
 
 from pathlib import Path
 from typing import Any
 
-from iclpt.data import prepare_task, summarize
+from iclpt.data.prepare import prepare_task, summarize
 from iclpt.io import logged, provenance, write_json_atomic, write_jsonl_atomic
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from iclpt.io import logged
 from iclpt.reporting import comparisons_table, load_per_example, load_scores, write_csv
-from iclpt.stats import Bootstrap
+from iclpt.reporting.stats import Bootstrap
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0] if sm.log else None, "report_comparisons") as log:

@@ -11,7 +11,7 @@ from iclpt.reporting import (
     with_transfer_ci,
     write_csv,
 )
-from iclpt.stats import Bootstrap
+from iclpt.reporting.stats import Bootstrap
 
 sm = snakemake  # noqa: F821
 with logged(sm.log[0] if sm.log else None, "report_transfer") as log:

@@ -1,7 +1,7 @@
 """Thin adapter: score one predictions.jsonl -> metrics.json + scores.jsonl."""
 
 from iclpt.io import logged, provenance, write_json_atomic, write_jsonl_atomic
-from iclpt.metrics import load_predictions, score_predictions
+from iclpt.evaluation.metrics import load_predictions, score_predictions
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with logged(sm.log[0] if sm.log else None, "score") as log:

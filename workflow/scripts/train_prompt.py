@@ -1,4 +1,4 @@
-"""Thin adapter: train one soft prompt (iclpt.training.train_job) into the rule's output folder."""
+"""Thin adapter: train one soft prompt (iclpt.engine.training.train_job) into the rule's output folder."""
 
 import os
 
@@ -8,7 +8,7 @@ sm = snakemake  # noqa: F821  (injected by Snakemake)
 with logged(sm.log[0] if sm.log else None, "train_prompt") as log:
     import torch
 
-    from iclpt.training import train_job
+    from iclpt.engine.training import train_job
 
     torch.set_num_threads(max(1, int(sm.threads)))
     job = dict(sm.params.job)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from iclpt.io import DataError, PathLike, read_json, read_jsonl
-from iclpt.methods import METHODS, REPORT_ORDER, get_method, label, split_name, trained_methods
+from iclpt.orchestration.methods import METHODS, REPORT_ORDER, get_method, label, split_name, trained_methods
 
 #: the methods the reports list by default: every non-family method, in the registry's report order
 DEFAULT_METHODS: tuple[str, ...] = tuple(n for n in REPORT_ORDER if not METHODS[n].family)

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from iclpt.io import PathLike, atomic_open  # noqa: E402
-from iclpt.methods import color, label, trained_methods  # noqa: E402
+from iclpt.orchestration.methods import color, label, trained_methods  # noqa: E402
 from iclpt.reporting.aggregate import (  # noqa: E402
     BASELINES,
     DEFAULT_METHODS,

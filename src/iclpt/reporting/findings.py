@@ -6,7 +6,7 @@ the numbers it computed and a list of Markdown lines explaining them. A fraction
 above ``threshold`` (default 0.5, i.e. a majority); fewer than ``min_cells`` cells give "not enough data".
 Findings 1 and 3 compare methods: every such comparison comes from the paired bootstrap over test examples
 (``iclpt.reporting.uncertainty.comparisons_table``) and counts only when it is not within noise (p < alpha and
-its interval excludes 0, ``iclpt.stats.within_noise``).
+its interval excludes 0, ``iclpt.reporting.stats.within_noise``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from iclpt.methods import label
+from iclpt.orchestration.methods import label
 from iclpt.reporting.aggregate import BASELINES, ICL, IPT, PT
-from iclpt.stats import within_noise
+from iclpt.reporting.stats import within_noise
 
 SUPPORTED, NOT_SUPPORTED, MIXED, NO_DATA, NOT_RUN = (
     "supported", "not supported", "mixed", "not enough data", "not run")
@@ -85,7 +85,7 @@ def _tested(comparisons: pd.DataFrame | None, kind: str, primary: dict[str, str]
 
 
 def _noise(c: pd.DataFrame, alpha: float) -> list[bool]:
-    """Per comparison: within noise (p ≥ alpha, or the interval of the difference contains 0; iclpt.stats)."""
+    """Per comparison: within noise (p ≥ alpha, or the interval of the difference contains 0; iclpt.reporting.stats)."""
     return [within_noise(p, lo, hi, alpha) for p, lo, hi in zip(c["p_value"], c["diff_ci_low"], c["diff_ci_high"])]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from iclpt.io import PathLike, atomic_open
-from iclpt.methods import label
+from iclpt.orchestration.methods import label
 from iclpt.reporting.aggregate import DEFAULT_METHODS
 
 

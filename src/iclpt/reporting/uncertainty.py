@@ -1,6 +1,6 @@
 """Bootstrap intervals for the cells of the E1, E2 and E4 tables, and the paired tests behind findings.md.
 
-Every interval and test resamples the *test examples* (``iclpt.stats``, sacrebleu's conventions): BLEU from the
+Every interval and test resamples the *test examples* (``iclpt.reporting.stats``, sacrebleu's conventions): BLEU from the
 per-example sufficient statistics the score rule writes to scores.jsonl (``"stats"``), the other metrics from
 the per-example 0/100 scores. A cell that averages several seeds gets the bootstrap of that seed mean: each
 resample of the examples is applied to every seed's per-example data, each seed is rescored on it and the
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from iclpt.io import DataError, PathLike, read_jsonl
-from iclpt.methods import METHODS, family_name, label, split_name
+from iclpt.orchestration.methods import METHODS, family_name, label, split_name
 from iclpt.reporting.aggregate import (
     DEFAULT_METHODS,
     E2_METHODS,
@@ -38,7 +38,7 @@ from iclpt.reporting.aggregate import (
     parse_run_path,
     reference_label,
 )
-from iclpt.stats import (
+from iclpt.reporting.stats import (
     Bootstrap,
     Comparison,
     Interval,
@@ -291,7 +291,7 @@ def _metrics(runs: Iterable[RunScores]) -> list[str]:
 def comparisons_table(scores: dict[RunKey, RunScores], per_example: pd.DataFrame | None, main_len: int,
                       boot: Bootstrap, n_buckets: int = 4, min_per_bucket: int = 2) -> pd.DataFrame:
     """Every comparison the findings draw, one row each (a − b, its interval, p, within_noise: p ≥ alpha or the
-    interval contains 0, iclpt.stats.within_noise):
+    interval contains 0, iclpt.reporting.stats.within_noise):
 
     * ipt_vs_pt: IPT vs PT in their main settings (finding 1, reported);
     * retrieved_vs_random: IPT (criterion) and ICL (reported) with retrieved vs random demos (finding 1);

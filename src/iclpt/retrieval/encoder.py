@@ -74,12 +74,12 @@ def load_encoder(encoder_path: str, device: str | None = "cpu") -> Any:
     """A SentenceTransformer from a hub id, a local folder or the packaged MiniLM weights.
 
     device: 'cpu', 'cuda', 'cuda:1', ...; None, '' or 'auto' picks CUDA when available
-    (iclpt.modeling.resolve_device; sentence-transformers takes the device as a string).
+    (iclpt.models.loading.resolve_device; sentence-transformers takes the device as a string).
     """
     resolved = resolve_encoder_path(encoder_path)
     from sentence_transformers import SentenceTransformer
 
-    from iclpt.modeling import resolve_device
+    from iclpt.models.loading import resolve_device
 
     try:
         return SentenceTransformer(resolved, device=str(resolve_device(device or "auto")))

@@ -185,7 +185,7 @@ def dense_topk(queries: np.ndarray, corpus: np.ndarray, k: int, exclude: Sequenc
 
 
 def _device_name(device: str | None) -> str:
-    """The device as a string ('cpu', 'cuda', 'cuda:1'), resolved by iclpt.modeling ('auto'/None: CUDA if any)."""
-    from iclpt.modeling import resolve_device
+    """The device as a string ('cpu', 'cuda', 'cuda:1'), resolved by iclpt.models.loading ('auto'/None: CUDA if any)."""
+    from iclpt.models.loading import resolve_device
 
     return str(resolve_device(device or "auto"))

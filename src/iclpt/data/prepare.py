@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError
-from iclpt.tasks import SPLITS, Task, get_task
+from iclpt.data.tasks import SPLITS, Task, get_task
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ Template (one per task; the labels come from the task adapter, e.g. DART ``Tripl
 
 Demos are given best first (retrieval order) and placed so the best demo sits nearest the input
 (``demo_1`` above). The soft prompt ``[P]`` is not text: it is prepended as embeddings
-(:func:`iclpt.soft_prompt.assemble_inputs`) before the tokenizer's leading special tokens (e.g. OPT's BOS), as
+(:func:`iclpt.engine.soft_prompt.assemble_inputs`) before the tokenizer's leading special tokens (e.g. OPT's BOS), as
 PEFT does.
 
 Tokenisation is per segment (leading special tokens, each demo block, the input head ``"{input_label}: {x}"``,

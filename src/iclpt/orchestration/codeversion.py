@@ -1,8 +1,8 @@
 """Code versions: a digest of the library modules a job runs, so that editing one reruns exactly its jobs.
 
-`code_version(["iclpt.generation"], task="dart")` hashes the source of `iclpt/generation.py` and of every
+`code_version(["iclpt.engine.generation"], task="dart")` hashes the source of `iclpt/engine/generation.py` and of every
 `iclpt` module it imports, transitively (imports found statically with `ast`, including those inside
-functions). Task adapters are per task: with `task=` given, `iclpt.tasks.<other task>` modules are left out, so
+functions). Task adapters are per task: with `task=` given, `iclpt.data.tasks.<other task>` modules are left out, so
 editing the MTOP adapter changes the digest of MTOP's jobs only. Rules pass the digest as a `params:` value
 (Snakemake reruns a job whose params changed). Digests are cached per process: Snakemake computes them once
 per parse, so a module edited while a workflow runs counts at the next invocation.
@@ -17,8 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "iclpt"
-ROOT = Path(__file__).resolve().parent
-TASKS_PACKAGE = f"{PACKAGE}.tasks"
+ROOT = Path(__file__).resolve().parents[1]
+TASKS_PACKAGE = f"{PACKAGE}.data.tasks"
 #: task-package modules shared by every task (always included when the package is)
 TASK_SHARED = {TASKS_PACKAGE, f"{TASKS_PACKAGE}.base"}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_jsonl
-from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_record, one_line
+from iclpt.data.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_record, one_line
 
 
 def _grid(table: list[list[dict[str, Any]]], where: str) -> tuple[dict, dict]:

@@ -1,7 +1,7 @@
 """Loading a frozen causal LM (hub id or local folder) and the forward calls shared by training and decoding.
 
 One code path for every method: the caller builds ``inputs_embeds`` / ``attention_mask`` / ``position_ids`` with
-:func:`iclpt.soft_prompt.assemble_inputs` and calls :func:`lm_forward` (decoding, full logits) or
+:func:`iclpt.engine.soft_prompt.assemble_inputs` and calls :func:`lm_forward` (decoding, full logits) or
 :func:`target_logits` (training: the LM head runs only on the positions that predict a target token).
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from iclpt.checks import check_model_dir, looks_local
+from iclpt.orchestration.checks import check_model_dir, looks_local
 from iclpt.io import DataError
-from iclpt.soft_prompt import freeze
+from iclpt.engine.soft_prompt import freeze
 
 # families whose logits are exactly lm_head(base_model(...).last_hidden_state) (no scaling / soft-capping), so the
 # training loss may apply the head to the target positions only
@@ -105,7 +105,7 @@ def load_model(path: str, device: str | torch.device = "cpu", precision: str = "
 
 
 def check_model_source(path: str) -> None:
-    """A local folder must hold a complete model (:func:`iclpt.checks.check_model_dir`: the missing or truncated
+    """A local folder must hold a complete model (:func:`iclpt.orchestration.checks.check_model_dir`: the missing or truncated
     file is named); a path-like value that is no folder is a DataError, not a malformed hub id."""
     if os.path.isdir(os.path.expanduser(path)):
         check_model_dir(os.path.expanduser(path))

@@ -2,7 +2,7 @@
 zero-shot).
 
 Rows are left padded, the soft prompt sits right before each row's first real token and position ids count
-from it (:func:`iclpt.soft_prompt.assemble_inputs`), so a row decodes the same alone or in any batch. The first
+from it (:func:`iclpt.engine.soft_prompt.assemble_inputs`), so a row decodes the same alone or in any batch. The first
 forward encodes the whole prefix and fills the cache; every later step feeds one embedding per row. A row stops
 at the first token whose text contains a newline, or at EOS; the prediction is the generated text up to that
 newline, stripped.
@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from iclpt.modeling import autocast, lm_forward, output_cache
-from iclpt.packed_linear import packed_linears
-from iclpt.prompting import Encoded, Encoder, Template, build_examples, demo_count, index_by_id, load_retrieval
-from iclpt.soft_prompt import assemble_inputs
+from iclpt.models.loading import autocast, lm_forward, output_cache
+from iclpt.engine.packed_linear import packed_linears
+from iclpt.engine.prompting import Encoded, Encoder, Template, build_examples, demo_count, index_by_id, load_retrieval
+from iclpt.engine.soft_prompt import assemble_inputs
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -48,7 +48,7 @@ def greedy_generate(model: torch.nn.Module, prompt: torch.Tensor | None, rows: S
     With the KV cache, a row that has stopped leaves the batch (its cache rows, mask and positions are dropped
     with ``Cache.reorder_cache``), so later steps compute only the rows still running; ``transformers``'
     ``generate()`` keeps feeding finished rows to the end. On a CPU the linear layers run through packed oneDNN
-    weights (:mod:`iclpt.packed_linear`; ``packed=False`` uses ``F.linear``)."""
+    weights (:mod:`iclpt.engine.packed_linear`; ``packed=False`` uses ``F.linear``)."""
     with packed_linears(model, enabled=packed):
         return _greedy(model, prompt, rows, max_new_tokens, pad_id, stop_ids, use_cache, device, precision)
 
@@ -184,7 +184,7 @@ def predict_layout(params: dict[str, Any], train_path: str | None, retrieval_pat
 
 def load_job_prompt(prompt_path: str | None, model: torch.nn.Module, params: dict[str, Any]) -> torch.Tensor | None:
     """The soft prompt at ``prompt_path`` (checked against the model and ``params["length"]``), or None."""
-    from iclpt.soft_prompt import load_prompt
+    from iclpt.engine.soft_prompt import load_prompt
 
     if not prompt_path:
         return None
@@ -218,7 +218,7 @@ def load_predict_inputs(*, model_path: str, test_path: str, params: dict[str, An
                         retrieval_path: str | None = None, prompt_path: str | None = None,
                         log: Callable[[str], None] | None = None) -> PredictInputs:
     """Check the params, load the frozen model (and the soft prompt, if any) and encode the test split."""
-    from iclpt.modeling import load_model, max_positions, resolve_device, resolve_precision, seed_everything
+    from iclpt.models.loading import load_model, max_positions, resolve_device, resolve_precision, seed_everything
 
     say = log or (lambda s: None)
     n_demos = predict_layout(params, train_path, retrieval_path)

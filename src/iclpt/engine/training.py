@@ -13,7 +13,7 @@
 - Dev loss every ``eval_every`` steps and at the last step; the prompt with the lowest dev loss is kept.
 - Checkpoints every ``checkpoint_every`` steps in ``<checkpoint_root>/<key>/state.pt`` (prompt, best prompt,
   optimiser, scheduler, RNG states, data position, log so far); ``key`` hashes the job's parameters and input
-  data, so a rerun of the same job resumes and a changed job starts afresh (:mod:`iclpt.checkpoint`). The
+  data, so a rerun of the same job resumes and a changed job starts afresh (:mod:`iclpt.engine.checkpoint`). The
   folder is removed once the outputs are written.
 - The job (:func:`train_job`) is load (:func:`load_train_inputs`) -> run (:func:`run_training`) -> write
   (:func:`write_train_outputs`); the input layout comes from ``params["n_demos"]`` alone (0: ``[P] query``,
@@ -34,11 +34,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iclpt.checkpoint import _rng_state, _set_rng_state, checkpoint_key, load_checkpoint, save_checkpoint
-from iclpt.modeling import autocast, target_logits
-from iclpt.prompting import (IGNORE, Batch, Encoded, build_examples, demo_count, index_by_id, load_retrieval,
+from iclpt.engine.checkpoint import _rng_state, _set_rng_state, checkpoint_key, load_checkpoint, save_checkpoint
+from iclpt.models.loading import autocast, target_logits
+from iclpt.engine.prompting import (IGNORE, Batch, Encoded, build_examples, demo_count, index_by_id, load_retrieval,
                              make_batch)
-from iclpt.soft_prompt import assemble_inputs
+from iclpt.engine.soft_prompt import assemble_inputs
 
 BUCKET_WINDOW = 50  # batches per sorting window of the length-bucketed sampler
 
@@ -214,7 +214,7 @@ def _start_loop(model: torch.nn.Module, init_prompt: torch.Tensor, train_example
                 cfg: TrainConfig, seed: int, device: torch.device) -> _Loop:
     for p in model.parameters():
         if p.requires_grad:
-            raise ValueError("the base model must be frozen (iclpt.soft_prompt.freeze)")
+            raise ValueError("the base model must be frozen (iclpt.engine.soft_prompt.freeze)")
     prompt = torch.nn.Parameter(init_prompt.detach().clone().float().to(device))
     opt = make_optimizer([prompt], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -386,9 +386,9 @@ def load_train_inputs(*, model_path: str, train_path: str, dev_path: str, params
                       checkpoint_root: str | os.PathLike[str] | None = None,
                       log: Callable[[str], None] | None = None) -> TrainInputs:
     """Check the params, load the frozen model and encode the train / dev examples."""
-    from iclpt.modeling import load_model, model_info, resolve_device, resolve_precision, seed_everything
-    from iclpt.prompting import Encoder, Template
-    from iclpt.soft_prompt import init_prompt
+    from iclpt.models.loading import load_model, model_info, resolve_device, resolve_precision, seed_everything
+    from iclpt.engine.prompting import Encoder, Template
+    from iclpt.engine.soft_prompt import init_prompt
 
     say = log or (lambda s: None)
     n_demos = train_layout(params, train_retrieval, dev_retrieval)
@@ -455,7 +455,7 @@ def write_train_outputs(out_dir: str | os.PathLike[str], inputs: TrainInputs, ou
                         params: dict[str, Any], model_path: str) -> dict[str, Any]:
     """Write ``out_dir/{prompt.safetensors, peft/, train_log.jsonl, meta.json}``, drop the checkpoint."""
     from iclpt.io import write_json_atomic, write_jsonl_atomic
-    from iclpt.soft_prompt import export_peft, save_prompt
+    from iclpt.engine.soft_prompt import export_peft, save_prompt
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

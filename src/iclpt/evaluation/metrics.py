@@ -5,22 +5,22 @@ Every metric returns a :class:`MetricResult`: the corpus-level value (0-100), th
 ``None`` for an example that was not evaluated), how many examples were evaluated and skipped, and why.
 
 Which metrics a task has, and how exact match normalises its answers, live with the task
-(``iclpt.tasks.<task>``: ``metrics``, ``normalize_answer``); this module computes them:
+(``iclpt.data.tasks.<task>``: ``metrics``, ``normalize_answer``); this module computes them:
 
 * ``exact_match``: ``task.normalize_answer(prediction) == task.normalize_answer(reference)`` for any reference.
   The default collapses whitespace runs and strips the ends; MTOP overrides it to strip the ends only, as its
   reference evaluators do (inner whitespace matters).
 * ``exact_match_string``: the same string comparison under the name of a secondary metric, for tasks whose
-  primary exact match is something else (Spider: ``iclpt.tasks.spider.sql_match_key``, a normalised SQL
+  primary exact match is something else (Spider: ``iclpt.data.tasks.spider.sql_match_key``, a normalised SQL
   string; *not* the official metric). No task lists it by default; request it explicitly.
 * ``exact_set_match`` (Spider, primary): the official component "exact set match"
-  (``iclpt.spider_eval.exact_set_match``, taoyds/test-suite-sql-eval semantics: values and DISTINCT ignored,
+  (``iclpt.evaluation.spider_eval.exact_set_match``, taoyds/test-suite-sql-eval semantics: values and DISTINCT ignored,
   SELECT/WHERE/... compared as sets, join conditions not compared). The schema is read from
   ``<database_dir>/<db_id>/<db_id>.sqlite`` (``schema_from_sqlite``), with the foreign keys of the
   ``tables.json`` entry (``test_tables.json`` beside ``test_database/``) when that file sits next to
   ``database_dir``, as the official does. An unparsable prediction is wrong; a missing ``db_id``, a missing
   database file or an unparsable *gold* is *not evaluated* (``n_skipped`` with the reason).
-* ``execution_accuracy`` (Spider): ``iclpt.spider_eval.execution_match`` (the official ``--etype exec``
+* ``execution_accuracy`` (Spider): ``iclpt.evaluation.spider_eval.execution_match`` (the official ``--etype exec``
   defaults) on ``<database_dir>/<db_id>/<db_id>.sqlite`` opened read-only with a per-query timeout: DISTINCT
   removed from both queries, result rows compared as multisets up to a permutation of columns, as ordered lists
   only when the gold contains ``order by``. Invalid SQL or a timeout of the *prediction* is wrong. A missing
@@ -31,7 +31,7 @@ Which metrics a task has, and how exact match normalises its answers, live with 
   drops per segment (an empty string would instead count as a zero-length reference and distort the brevity
   penalty). Per example: ``sacrebleu.sentence_bleu`` with that example's references, and the example's BLEU
   sufficient statistics (``per_example_stats``: hypothesis length, closest reference length, matching and total
-  n-grams of orders 1-4, as sacrebleu extracts them), whose sum gives the corpus BLEU back; ``iclpt.stats``
+  n-grams of orders 1-4, as sacrebleu extracts them), whose sum gives the corpus BLEU back; ``iclpt.reporting.stats``
   resamples them for the bootstrap.
 """
 
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, PathLike, read_jsonl
-from iclpt.tasks import get_task
+from iclpt.data.tasks import get_task
 
 #: keys every prediction line must carry (docs/architecture.md)
 PREDICTION_FIELDS = (
@@ -101,7 +101,7 @@ def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | No
 
 
 def bleu_metric() -> Any:
-    """The sacrebleu BLEU of every score (the defaults of sacrebleu.corpus_bleu); iclpt.stats rescores with it."""
+    """The sacrebleu BLEU of every score (the defaults of sacrebleu.corpus_bleu); iclpt.reporting.stats rescores with it."""
     import sacrebleu
 
     return sacrebleu.BLEU()
@@ -227,7 +227,7 @@ def _tables_entries(database_dir: PathLike) -> dict[str, dict[str, Any]]:
 
 
 def _parses(sql: str, schema: Any) -> bool:
-    from iclpt.spider_eval import SqlParseError, parse_sql
+    from iclpt.evaluation.spider_eval import SqlParseError, parse_sql
 
     try:
         parse_sql(sql, schema)
@@ -250,7 +250,7 @@ def exact_set_match(
     database_dir: PathLike | None,
 ) -> MetricResult:
     """Official Spider exact set match (x100) over the evaluable examples (see module doc)."""
-    from iclpt.spider_eval import SqlParseError, exact_set_match as esm, schema_from_sqlite
+    from iclpt.evaluation.spider_eval import SqlParseError, exact_set_match as esm, schema_from_sqlite
 
     if database_dir is None:
         raise MetricError("exact_set_match needs database_dir (the folder holding <db_id>/<db_id>.sqlite)")
@@ -293,7 +293,7 @@ def execution_accuracy(
     timeout_s: float = 10.0,
 ) -> MetricResult:
     """Fraction (x100) of evaluable examples whose predicted SQL returns the gold result (see module doc)."""
-    from iclpt.spider_sql.execution import QueryFailed, postprocess, remove_distinct, results_equal, run_query
+    from iclpt.evaluation.spider_sql.execution import QueryFailed, postprocess, remove_distinct, results_equal, run_query
 
     per: list[float | None] = []
     reasons: Counter[str] = Counter()
@@ -343,7 +343,7 @@ DATABASE_METRICS = ("exact_set_match", "execution_accuracy")
 
 
 def task_metrics(task: str) -> list[str]:
-    """The metrics the task declares (iclpt.tasks); the first is its primary metric."""
+    """The metrics the task declares (iclpt.data.tasks); the first is its primary metric."""
     return list(get_task(task).metrics)
 
 
@@ -413,7 +413,7 @@ def score_predictions(
     """(metrics.json body without provenance, scores.jsonl rows).
 
     A scores line is ``{"id", <metric>: per-example value, ...}`` plus, when a metric is corpus-level (BLEU),
-    ``"stats": {<metric>: [its per-example sufficient statistics]}`` for the bootstrap (iclpt.stats)."""
+    ``"stats": {<metric>: [its per-example sufficient statistics]}`` for the bootstrap (iclpt.reporting.stats)."""
     check_metric_names(list(metrics))
     results = [compute_metric(m, rows, task, database_dir, timeout_s) for m in metrics]
     first = rows[0] if rows else {}

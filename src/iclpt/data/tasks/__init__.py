@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from iclpt.tasks.base import SPLITS, Task, one_line
-from iclpt.tasks.dart import TASK as _DART
-from iclpt.tasks.logic2text import TASK as _LOGIC2TEXT
-from iclpt.tasks.mtop import TASK as _MTOP
-from iclpt.tasks.spider import TASK as _SPIDER
-from iclpt.tasks.totto import TASK as _TOTTO
+from iclpt.data.tasks.base import SPLITS, Task, one_line
+from iclpt.data.tasks.dart import TASK as _DART
+from iclpt.data.tasks.logic2text import TASK as _LOGIC2TEXT
+from iclpt.data.tasks.mtop import TASK as _MTOP
+from iclpt.data.tasks.spider import TASK as _SPIDER
+from iclpt.data.tasks.totto import TASK as _TOTTO
 
 class UnknownTaskError(KeyError):
     """An unknown task name; the message lists the known ones."""

@@ -8,7 +8,7 @@ A task adapter turns one split file in the dataset's OFFICIAL format into record
 passing `exact_references=True` to `make_record` keeps its references, and so the target, as it produced them).
 `meta.group` identifies records that share an input (e.g. the annotations of one DART entry); retrieval never
 gives a training query a demo of its own group. Adding a task = adding one module with a `Task` subclass and
-registering it in `iclpt.tasks.TASKS`.
+registering it in `iclpt.data.tasks.TASKS`.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class DownloadSpec:
-    """Where a task's official data comes from (iclpt.download fetches it)."""
+    """Where a task's official data comes from (iclpt.data.download fetches it)."""
 
     task: str
     files: tuple[RemoteFile, ...]

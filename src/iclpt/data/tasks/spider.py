@@ -11,7 +11,7 @@ Linearisation (the UnifiedSKG / PICARD serialisation, with the original table an
 `How many singers do we have? | concert_singer | stadium : Stadium_ID , Location , ... | singer : Singer_ID , ...`.
 Target: `query` with whitespace collapsed outside quoted literals (string literals are kept byte-for-byte,
 so execution is unchanged; the references bypass `make_record`'s whitespace collapsing, `exact_references`).
-Metrics: the official exact set match (primary) and execution accuracy (`iclpt.metrics`); `normalize_answer`
+Metrics: the official exact set match (primary) and execution accuracy (`iclpt.evaluation.metrics`); `normalize_answer`
 (`sql_match_key`) serves the secondary string metric `exact_match_string`. `meta`: `db_id`, and `db_path` (the SQLite file, as a path string built from the
 split file's path) when that file exists, else null.
 A row whose `db_id` is not in tables.json is a DataError naming the file, the row and the db_id. A TEST row whose
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
+from iclpt.data.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
                               require_fields, require_str)
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ seeds (reported separately as the seed std). With one run it is the ordinary boo
 
 * ``mean_statistic``: per-example 0-100 scores (exact match, exact set match, execution accuracy, sentence BLEU
   gains), the mean over the resample. Examples a metric skipped are left out by the caller (the value over the
-  evaluated examples, as ``iclpt.metrics`` computes it).
-* ``bleu_statistic``: per-example BLEU sufficient statistics (``iclpt.metrics.bleu_stats``); the resample's
+  evaluated examples, as ``iclpt.evaluation.metrics`` computes it).
+* ``bleu_statistic``: per-example BLEU sufficient statistics (``iclpt.evaluation.metrics.bleu_stats``); the resample's
   corpus BLEU is sacrebleu's ``BLEU._compute_score_from_stats`` of the summed statistics, which is how
   sacrebleu's own bootstrap (``corpus_score(n_bootstrap=...)``, ``PairedTest``) rescores.
 
@@ -125,13 +125,13 @@ def mean_statistic(values: np.ndarray, subset: np.ndarray | None = None) -> Stat
 
 def bleu_statistic(stats: np.ndarray, metric: Any = None) -> Statistic:
     """Seed mean of corpus BLEU. stats: (n, k) or (S, n, k) per-example sufficient statistics; metric: the
-    sacrebleu BLEU that rescores (default ``iclpt.metrics.bleu_metric()``, the one every score uses)."""
+    sacrebleu BLEU that rescores (default ``iclpt.evaluation.metrics.bleu_metric()``, the one every score uses)."""
     s = np.asarray(stats, dtype=float)
     s = s[None] if s.ndim == 2 else s
     if s.ndim != 3:
         raise ValueError(f"bleu_statistic: expected (n, k) or (S, n, k) statistics, got shape {s.shape}")
     if metric is None:
-        from iclpt.metrics import bleu_metric
+        from iclpt.evaluation.metrics import bleu_metric
 
         metric = bleu_metric()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_jsonl, read_lines
-from iclpt.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, require_file,
+from iclpt.data.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, require_file,
                               require_str)
 
 

@@ -12,8 +12,8 @@ no links or devices), `manifest.json` is written last, and the folder is renamed
 `base_url` (or the environment variable ICLPT_DOWNLOAD_BASE_URL, read by the Snakemake rule) replaces the
 origin of every URL: the file is then fetched from `<base_url>/<name>` (a mirror, or a local server in tests)
 as a plain file. Without it, a URL on drive.google.com or drive.usercontent.google.com goes through
-`iclpt.gdrive.fetch_drive`, which passes Drive's virus-scan confirmation page; a refusal (quota, permission,
-an HTML page instead of the file) raises `iclpt.gdrive.GoogleDriveError` with Drive's reason.
+`iclpt.data.gdrive.fetch_drive`, which passes Drive's virus-scan confirmation page; a refusal (quota, permission,
+an HTML page instead of the file) raises `iclpt.data.gdrive.GoogleDriveError` with Drive's reason.
 
 Sources (official where the data is officially distributed as files):
 
@@ -48,8 +48,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from iclpt.io import DataError, provenance, write_json_atomic
-from iclpt.tasks import TASKS, get_task
-from iclpt.tasks.base import DownloadSpec, RemoteFile
+from iclpt.data.tasks import TASKS, get_task
+from iclpt.data.tasks.base import DownloadSpec, RemoteFile
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class DownloadError(RuntimeError):
 
 
 def get_spec(task: str) -> DownloadSpec:
-    """The task's download spec (it lives with the task: `iclpt.tasks.<task>`)."""
+    """The task's download spec (it lives with the task: `iclpt.data.tasks.<task>`)."""
     spec = get_task(task).download
     if spec is None:
         have = ", ".join(sorted(n for n, t in TASKS.items() if t.download is not None))
@@ -86,9 +86,9 @@ def is_drive_url(url: str) -> bool:
 
 
 def fetch_any(url: str, dest: Path, *, timeout: float = 60.0) -> int:
-    """`fetch`, or `iclpt.gdrive.fetch_drive` for a Drive URL; return the byte count."""
+    """`fetch`, or `iclpt.data.gdrive.fetch_drive` for a Drive URL; return the byte count."""
     if is_drive_url(url):
-        from iclpt import gdrive
+        from iclpt.data import gdrive
 
         gdrive.fetch_drive(url, dest, timeout=timeout)  # GoogleDriveError propagates with Drive's reason
         return Path(dest).stat().st_size

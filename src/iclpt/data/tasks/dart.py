@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from iclpt.io import DataError, read_json
-from iclpt.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_file
+from iclpt.data.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_file
 
 _DART_URL = "https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1/"
 

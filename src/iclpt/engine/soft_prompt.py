@@ -148,7 +148,7 @@ def load_prompt(path: str | os.PathLike[str], hidden_size: int | None = None,
     ``hidden_size`` or a number of vectors other than ``length`` raise ValueError naming the file and both shapes."""
     from safetensors import safe_open
 
-    from iclpt.checks import check_safetensors
+    from iclpt.orchestration.checks import check_safetensors
 
     path = Path(path)
     if not path.is_file():

@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from iclpt.methods import METHODS, PROMPT_OWN, PROMPT_SOURCE_PT, Method, family_name, split_name
+from iclpt.orchestration.methods import METHODS, PROMPT_OWN, PROMPT_SOURCE_PT, Method, family_name, split_name
 
 
 class Run(NamedTuple):

@@ -213,7 +213,7 @@ def looks_local(path: str) -> bool:
 def data_files(config: Mapping[str, Any]) -> list[str]:
     """Local tasks: every split file and each file its adapter reads beside it exists. Download tasks: the same
     once the download's manifest exists (before that, the download rule makes them)."""
-    from iclpt.tasks import get_task
+    from iclpt.data.tasks import get_task
 
     out = []
     for task, t in config["tasks"].items():
@@ -275,7 +275,7 @@ def build_settings(config: Mapping[str, Any]) -> list[str]:
 
 
 def train_settings(config: Mapping[str, Any]) -> list[str]:
-    from iclpt.runs import plan
+    from iclpt.orchestration.runs import plan
 
     t = config["train"]
     if not plan(config).train or t["warmup_steps"] < t["max_steps"]:
@@ -287,8 +287,8 @@ def train_settings(config: Mapping[str, Any]) -> list[str]:
 # ---- demos and retrieval -------------------------------------------------------------------------------------------
 def demo_limits(config: Mapping[str, Any]) -> list[str]:
     """n_demos vs the candidates stored per query; k vs the train split a max_examples limit leaves."""
-    from iclpt.methods import get_method
-    from iclpt.runs import plan
+    from iclpt.orchestration.methods import get_method
+    from iclpt.orchestration.runs import plan
 
     k, n = config["retrieval"]["k"], config["demos"]["n_demos"]
     runs = plan(config).predict
@@ -308,7 +308,7 @@ def demo_limits(config: Mapping[str, Any]) -> list[str]:
 def token_budgets(config: Mapping[str, Any], models_dir: str | os.PathLike[str] | None = None) -> list[str]:
     """Soft prompt + template + new tokens (decoding) or + one target token (training) must fit the budget:
     ``max_length``, and the model's context where its config is readable."""
-    from iclpt.runs import plan
+    from iclpt.orchestration.runs import plan
 
     p = plan(config)
     out = []
@@ -341,7 +341,7 @@ def _budget(config: Mapping[str, Any], stage: str, runs: Sequence[Any], contexts
 
 
 def task_max_new_tokens(config: Mapping[str, Any], task: str) -> int:
-    from iclpt.tasks import get_task
+    from iclpt.data.tasks import get_task
 
     return int(config["tasks"][task].get("max_new_tokens") or get_task(task).max_new_tokens)
 

@@ -2,7 +2,7 @@
 
 Reference: taoyds/test-suite-sql-eval (``evaluation.py``, ``process_sql.py``,
 ``exec_eval.py``), which agrees with the original taoyds/spider evaluator.
-The implementation lives in :mod:`iclpt.spider_sql`; this module is the API.
+The implementation lives in :mod:`iclpt.evaluation.spider_sql`; this module is the API.
 
 * :func:`exact_set_match` -- "exact set match" (``--etype match``): both
   queries are parsed against the schema by the Spider grammar, literal values

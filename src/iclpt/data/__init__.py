@@ -1,0 +1,1 @@
+"""Data stage: official downloads, task adapters (the task registry) and prepared splits."""

@@ -1,0 +1,1 @@
+"""The soft-prompt engine: prompts, rendering, training, checkpoints, greedy decoding."""

@@ -1,0 +1,1 @@
+"""Scoring: metrics with the official semantics (BLEU, exact match, Spider)."""

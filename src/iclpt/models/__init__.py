@@ -1,0 +1,1 @@
+"""Models: loading (device, precision), PyPI-packaged GGUF models, tiny random models."""

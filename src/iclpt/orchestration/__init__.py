@@ -1,0 +1,1 @@
+"""What the workflow runs: the method registry, run lists, config checks, code versions, calibration."""

@@ -1,1 +1,0 @@
-"""Internal pieces of the Spider evaluator; the public API is :mod:`iclpt.spider_eval`."""
