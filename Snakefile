@@ -11,7 +11,7 @@ min_version("9.0")
 # The iclpt library (src/) is importable here and by every job, in this env, a conda env or on a cluster node.
 _SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, _SRC)
-from iclpt.orchestration.checks import check_data_files  # noqa: E402
+from iclpt.orchestration.config_checks import check_data_files  # noqa: E402
 from iclpt.jobenv import export_pythonpath  # noqa: E402
 
 export_pythonpath(_SRC)
@@ -39,11 +39,12 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 
 
-# Parse time, after common.smk's config checks: every data file the config names exists (iclpt.orchestration.checks).
+# Parse time, after common.smk's config checks: every data file the config names exists
+# (iclpt.orchestration.config_checks).
 check_data_files(config)
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from realdata import load_line, model_folder, sample, task_records  # noqa: E402
+from realdata import encode_rows, load_line, model_folder, sample, task_records  # noqa: E402
 
 
 def cut_at_stop(row: list[int], stops: set[int]) -> list[int]:
@@ -101,12 +101,11 @@ def main() -> int:
 
     import torch
 
-    from iclpt.orchestration.calibrate import render
+    from iclpt.data.tasks import get_task
     from iclpt.engine.generation import greedy_generate, stop_token_ids
-    from iclpt.models.loading import autocast, load_model, resolve_precision
     from iclpt.engine.prompting import Encoder, Template
     from iclpt.engine.soft_prompt import init_prompt
-    from iclpt.data.tasks import get_task
+    from iclpt.models.loading import autocast, load_model, resolve_precision
 
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
@@ -130,7 +129,7 @@ def main() -> int:
         enc = Encoder(tok, Template(t.input_label, t.output_label))
         max_new = args.max_new_tokens or t.max_new_tokens
         queries = sample(recs["dev"], args.batch_size)
-        rows = [e.ids for e in render(enc, queries, recs["train"], args.n_demos, "retrieved", 0, 2048, False, max_new)]
+        rows = [e.ids for e in encode_rows(enc, queries, recs["train"], args.n_demos, 0, 2048, False, max_new)]
         ids, mask = left_pad(rows, pad)
         greedy_generate(model, None, rows[:2], 2, pad, stops, precision=precision)  # warm-up
         with torch.no_grad(), autocast(dev, precision):

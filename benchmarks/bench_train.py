@@ -6,10 +6,10 @@ adapters), tokenised by SmolLM2's tokenizer and rendered by ``iclpt.engine.promp
 pool, own group excluded), ``--pool`` training examples per task, soft prompt of ``--prompt-len`` (25, the
 paper config) vectors, batch ``--batch-size`` (8).
 
-- iclpt: the training job's path (``iclpt.engine.training.batch_loss_sum``: left padding, LM head on the target
-  positions only, fast loss) on batches from its length-bucketed sampler (``epoch_batches``: sorted windows
-  of 50 batches, so a pool of 400 is one window); the model as ``iclpt.models.loading.load_model`` loads it (bf16:
-  matmul weights stored in bf16 once).
+- iclpt: the training job's own step (``iclpt.engine.training.train_step``, through ``batch_loss_sum``: left
+  padding, LM head on the target positions only, fast loss) on batches from its length-bucketed sampler
+  (``epoch_batches``: sorted windows of 50 batches, so a pool of 400 is one window); the model as
+  ``iclpt.models.loading.load_model`` loads it (bf16: matmul weights stored in bf16 once).
 - PEFT: ``get_peft_model(PromptTuningConfig)`` on the float32 model, the usual collator (random order, right
   padding to the longest row, labels -100 off the target), loss from ``labels``, plain autocast for bf16.
 
@@ -44,7 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from realdata import load_line, model_folder, sample, task_records  # noqa: E402
+from realdata import encode_rows, load_line, model_folder, sample, task_records  # noqa: E402
 
 
 def make_sets(tasks, layouts, path, args):
@@ -56,9 +56,8 @@ def make_sets(tasks, layouts, path, args):
     long batches alike)."""
     from transformers import AutoTokenizer
 
-    from iclpt.orchestration.calibrate import render
-    from iclpt.engine.prompting import Encoder, Template
     from iclpt.data.tasks import get_task
+    from iclpt.engine.prompting import Encoder, Template
     from iclpt.engine.training import epoch_batches
 
     tok = AutoTokenizer.from_pretrained(path)
@@ -70,7 +69,7 @@ def make_sets(tasks, layouts, path, args):
         enc = Encoder(tok, Template(t.input_label, t.output_label))
         for layout in layouts:
             nd = args.n_demos if layout == "ipt" else 0
-            ex = render(enc, pool, recs["train"], nd, "retrieved", args.prompt_len, args.max_length, True)
+            ex = encode_rows(enc, pool, recs["train"], nd, args.prompt_len, args.max_length, True)
             rows = [(e.ids, e.n_target) for e in ex]
             L = [len(r[0]) for r in rows]
             B, K = args.batch_size, args.steps
@@ -104,10 +103,10 @@ def _worker(side, precision, sets, pad_id, path, args, queue):
     import torch
 
     torch.set_num_threads(args.threads)
-    from iclpt.models.loading import autocast, load_model
     from iclpt.engine.prompting import Encoded, make_batch
     from iclpt.engine.soft_prompt import init_prompt
-    from iclpt.engine.training import batch_loss_sum
+    from iclpt.engine.training import TrainConfig, TrainRun, start_training, train_step
+    from iclpt.models.loading import autocast, load_model
 
     dev = torch.device("cpu")
     if side == "iclpt":
@@ -130,18 +129,14 @@ def _worker(side, precision, sets, pad_id, path, args, queue):
     results = {}
     for key, (rows, ours, theirs, _, _) in sets.items():
         enc = [Encoded(ids=i, n_target=t, text="", n_demos=0) for i, t in rows]
-        if side == "iclpt":
-            prompt = torch.nn.Parameter(init.clone())
-            opt = torch.optim.AdamW([prompt], lr=0.01)
+        if side == "iclpt":  # the job's step: AdamW, clipping 1.0 (the schedule does not change the time)
+            cfg = TrainConfig(lr=0.01, warmup_steps=0, max_steps=len(ours) + 1, batch_size=args.batch_size)
+            run = TrainRun(model, enc, [], cfg, pad_id, dev, precision)
+            st = start_training(run, init, seed=0)
 
             def step(b):
                 batch = make_batch([enc[i] for i in b], pad_id)
-                opt.zero_grad(set_to_none=True)
-                with autocast(dev, precision):
-                    loss, n = batch_loss_sum(model, prompt, batch)
-                (loss / n).backward()
-                torch.nn.utils.clip_grad_norm_([prompt], 1.0)
-                opt.step()
+                train_step(run, st, [batch])
                 return batch.n_target, int(batch.token_mask.sum()) + len(b) * args.prompt_len, \
                     len(b) * (batch.input_ids.shape[1] + args.prompt_len)
             batches = ours
@@ -240,7 +235,7 @@ def main() -> int:
     print(f"model {path}, threads {args.threads}, batch {args.batch_size}, prompt {args.prompt_len}, "
           f"{args.steps} timed steps per set; matmul peak "
           + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()) + f"; {load_line()}")
-    for (task, layout), (rows, ours, _, where, st) in sets.items():
+    for (task, layout), (rows, _ours, _, where, st) in sets.items():
         lens = sorted(len(r[0]) for r in rows)
         e_ours, e_peft = st["epoch_padded"]
         print(f"  {task} {layout} ({where}): {len(rows)} examples, tokens/example median {lens[len(lens) // 2]}, "

@@ -13,6 +13,16 @@ import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+#: seconds of the real-model steps the tests ran (download, conversion, load); printed in the terminal summary
+STEP_TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the real-model step timings the session recorded (information, not a check)."""
+    if STEP_TIMINGS:
+        terminalreporter.section("real-model step timings")
+        for name, seconds in STEP_TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {seconds:.1f} s")
 
 
 @pytest.fixture(scope="session")

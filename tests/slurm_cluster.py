@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -86,7 +85,7 @@ def _pid_alive(pid: int) -> bool:
 def _node_line(hostname: str) -> str:
     """NodeName line from `slurmd -C` (real CPU topology), with memory capped and fake GPUs added."""
     out = _run(["/usr/sbin/slurmd", "-C"]).stdout
-    line = next(l for l in out.splitlines() if l.startswith("NodeName="))
+    line = next(row for row in out.splitlines() if row.startswith("NodeName="))
     fields = dict(kv.split("=", 1) for kv in line.split())
     real_mem = int(fields.get("RealMemory", "4000"))
     keep = ["CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore"]
@@ -226,7 +225,7 @@ class LocalSlurm:
         out.close()
         return p.pid
 
-    def up(self, timeout: float = 90) -> "LocalSlurm":
+    def up(self, timeout: float = 90) -> LocalSlurm:
         t0 = time.time()
         installed = ensure_installed(self.log)
         self.timings["install_s"] = time.time() - t0

@@ -17,10 +17,10 @@ import torch
 from tiny_engine import ARCHS, load, tiny_model_dir
 
 from iclpt.engine.generation import greedy_generate
-from iclpt.models.loading import lm_forward, output_cache, target_logits
 from iclpt.engine.prompting import Encoder, Template, build_examples, make_batch
 from iclpt.engine.soft_prompt import assemble_inputs, init_prompt
 from iclpt.engine.training import TrainConfig, TrainingInterrupted, train_prompt
+from iclpt.models.loading import lm_forward, output_cache, target_logits
 
 CPU = torch.device("cpu")
 TPL = Template("Input", "Output")

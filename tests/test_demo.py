@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import ROOT, copy_repo, snakemake
 
 pytestmark = pytest.mark.slow

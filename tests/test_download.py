@@ -14,8 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from iclpt.data.download import (
+    DownloadError,
+    DownloadSpec,
+    RemoteFile,
+    download_spec,
+    download_task,
+    get_spec,
+    resolve_url,
+)
 from iclpt.data.prepare import prepare_task
-from iclpt.data.download import DownloadError, DownloadSpec, RemoteFile, download_spec, download_task, get_spec, resolve_url
 from iclpt.data.tasks import TASKS
 
 
@@ -154,7 +162,8 @@ def test_rule_download_then_prepare(server, tmp_path, demo_data, repo_root):
     dl = tmp_path / "downloads"
     cfg = {"run": run, "download_dir": str(dl),
            "tasks": {"spider": {"source": "download", "files": {
-               "train": "spider_data/train_spider.json", "dev": "spider_data/dev.json", "test": "spider_data/dev.json"}}}}
+               "train": "spider_data/train_spider.json", "dev": "spider_data/dev.json",
+               "test": "spider_data/dev.json"}}}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     target = f"results/{run}/data/spider/dev.jsonl"
     exe = repo_root / ".venv/bin/snakemake"

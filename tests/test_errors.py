@@ -19,17 +19,18 @@ from pathlib import Path
 import pytest
 import yaml
 from snakemake.utils import validate
-
-from iclpt.orchestration import checks
-from iclpt.data.prepare import prepare_task
-from iclpt.io import DataError, read_json, read_jsonl
-from iclpt.data.tasks import get_task
 from test_config import SHIPPED
 from workflow_helpers import ROOT, copy_repo, dry_run, snakemake, write_config
 
+from iclpt import artifacts
+from iclpt.data.prepare import prepare_task
+from iclpt.data.tasks import get_task
+from iclpt.io import DataError, read_json, read_jsonl
+from iclpt.orchestration import config_checks
+
 SCHEMA_FILE = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_FILE.read_text())
-RULES = checks.workflow_rules(ROOT)
+RULES = config_checks.workflow_rules(ROOT)
 DEMO = ROOT / "resources" / "demo_data"
 
 
@@ -48,7 +49,7 @@ def tiny(**changes) -> dict:
 
 
 def problems(cfg: dict, models_dir: Path | None = None) -> list[str]:
-    return checks.config_problems(cfg, SCHEMA, RULES, models_dir)
+    return config_checks.config_problems(cfg, SCHEMA, RULES, models_dir)
 
 
 def only(cfg: dict, models_dir: Path | None = None) -> str:
@@ -131,7 +132,7 @@ def test_rule_names_are_those_snakemake_lists(tmp_path):
     (tmp_path / "workflow" / "rules").mkdir(parents=True)
     (tmp_path / "Snakefile").write_text("rule all:\n    input: []\n")
     (tmp_path / "workflow" / "rules" / "x.smk").write_text("rule new_one:\n    output: 'x'\ncheckpoint cp:\n")
-    assert checks.workflow_rules(tmp_path) == {"all", "new_one", "cp"}
+    assert config_checks.workflow_rules(tmp_path) == {"all", "new_one", "cp"}
 
 
 @pytest.mark.parametrize("key,value,expected", [
@@ -195,8 +196,8 @@ def test_local_model_folder_is_checked_at_parse_time(tmp_path):
 
 def test_a_local_model_folder_is_an_input_of_its_jobs(tmp_path):
     folder = _model_folder(tmp_path / "m")
-    assert checks.model_files(str(folder)) == [str(folder / "config.json"), str(folder / "model.safetensors")]
-    assert checks.model_files("facebook/opt-1.3b") == []
+    assert artifacts.model_files(str(folder)) == [str(folder / "config.json"), str(folder / "model.safetensors")]
+    assert artifacts.model_files("facebook/opt-1.3b") == []
     work = copy_repo(tmp_path / "w")
     cfg = yaml.safe_load((work / "config" / "tiny.yaml").read_text())
     cfg["models"] = {"local": {"path": str(_model_folder(tmp_path / "m", n_positions=1024))}}
@@ -284,8 +285,8 @@ def test_download_tasks_are_checked_once_downloaded(tmp_path):
 
 def test_every_problem_is_reported_at_once():
     cfg = tiny(demos__n_demos=5, resources__embedd={"threads": 1})
-    with pytest.raises(checks.ConfigError) as exc:
-        checks.check_config(cfg, SCHEMA, RULES)
+    with pytest.raises(config_checks.ConfigError) as exc:
+        config_checks.check_config(cfg, SCHEMA, RULES)
     lines = str(exc.value).splitlines()
     assert lines[0] == "2 problems in the config (nothing was run):"
     assert lines[1].startswith("config: resources.embedd: no rule is called 'embedd'")
@@ -530,22 +531,23 @@ def test_dart_train_entry_without_text_is_listed(tmp_path):
 # ==== 4. artefacts validated where they are read ====================================================================
 def test_model_folder_names_the_missing_or_truncated_file(tmp_path):
     d = _model_folder(tmp_path / "m")
-    assert checks.check_model_dir(d, "m") == d
+    assert artifacts.check_model_dir(d, "m") == d
     (d / "tokenizer.json").unlink()
     with pytest.raises(DataError, match=r"model 'm': folder .*/m has no tokenizer \(expected one of tokenizer.json"):
-        checks.check_model_dir(d, "m")
+        artifacts.check_model_dir(d, "m")
     d = _model_folder(tmp_path / "m2")
     (d / "config.json").write_text('{"model_type": "gp')
     with pytest.raises(DataError, match=r"m2/config.json is not valid JSON \(truncated or corrupt\?\)"):
-        checks.check_model_dir(d)
+        artifacts.check_model_dir(d)
     d = _model_folder(tmp_path / "m3")
     (d / "model.safetensors").rename(d / "model-00001-of-00002.safetensors")
     (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
         "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
-    with pytest.raises(DataError, match=r"m3 is missing model-00002-of-00002.safetensors \(listed in model.safetensors"):
-        checks.check_model_dir(d)
+    with pytest.raises(DataError,
+                       match=r"m3 is missing model-00002-of-00002.safetensors \(listed in model.safetensors"):
+        artifacts.check_model_dir(d)
     with pytest.raises(DataError, match=r"model folder .*/absent does not exist"):
-        checks.check_model_dir(tmp_path / "absent")
+        artifacts.check_model_dir(tmp_path / "absent")
 
 
 @pytest.mark.parametrize("cut", [3, 20, 1])
@@ -555,7 +557,7 @@ def test_truncated_safetensors(tmp_path, cut):
     data = w.read_bytes()
     w.write_bytes(data[:cut] if cut < 8 else data[:-cut])
     with pytest.raises(DataError, match=r"model.safetensors is truncated"):
-        checks.check_safetensors(w)
+        artifacts.check_safetensors(w)
 
 
 def test_load_model_on_a_truncated_real_model(tmp_path):

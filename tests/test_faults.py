@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from workflow_helpers import ROOT, copy_repo, env, snakemake, write_config
 
 pytestmark = pytest.mark.slow

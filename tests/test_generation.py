@@ -9,8 +9,8 @@ import torch
 from tiny_engine import ARCHS, load, tiny_model_dir
 
 from iclpt.engine.generation import decode_prediction, greedy_generate, predict_job, stop_token_ids
-from iclpt.models.loading import lm_forward
 from iclpt.engine.soft_prompt import assemble_inputs, init_prompt
+from iclpt.models.loading import lm_forward
 
 TEXTS = ["a cat", "the old dog sleeps in the big house with a red bird", "fish", "the tree is new and green"]
 
@@ -184,3 +184,41 @@ def test_precast_bf16_weights_compute_exactly_what_autocast_computes(arch):
     assert torch.equal(a, b)
     assert greedy_generate(ref, prompt, rows, 8, tok.pad_token_id, precision="bf16") == \
         greedy_generate(fast, prompt, rows, 8, tok.pad_token_id, precision="bf16")
+
+
+def test_decoder_batches_time_and_texts_are_the_greedy_decoder():
+    from iclpt.engine.generation import Decoder, generate_texts
+
+    model, tok = load("gpt2", init_std=0.3)
+    prompt = init_prompt(model, 2, "random", seed=0)
+    rows = [tok(t)["input_ids"] for t in TEXTS]
+    dec = Decoder(model, tok, prompt)
+    want = greedy_generate(model, prompt, rows, 6, tok.pad_token_id, stop_token_ids(tok))
+    new, seconds = dec.timed(rows, 6)
+    assert new == want == dec.new_ids(rows, 6) and seconds > 0
+    assert dec.texts(rows, 6, batch_size=2) == [decode_prediction(tok, n) for n in want]
+    assert generate_texts(model, tok, prompt, rows, 6, batch_size=3) == dec.texts(rows, 6, batch_size=4)
+
+
+def test_training_and_decoding_jobs_share_one_setup_and_clamp(tmp_path):
+    """Both jobs load through iclpt.engine.job: one clamp of the budget to the model's context (256 here), the
+    same encoder, and the same rendering of a record's prefix."""
+    from iclpt.engine.generation import load_predict_inputs
+    from iclpt.engine.job import clamp_max_length
+    from iclpt.engine.training import load_train_inputs
+
+    rows = [{"id": f"r{i}", "split": "x", "input": f"dog {i} runs", "target": f"the dog {i}.",
+             "references": [f"the dog {i}."], "meta": {}} for i in range(3)]
+    _write(tmp_path / "data.jsonl", rows)
+    base = {"task": "dart", "model": "tiny", "method": "pt", "length": 2, "demos": "none", "seed": 0, "n_demos": 0,
+            "input_label": "Triples", "output_label": "Text", "device": "cpu", "precision": "fp32"}
+    data = str(tmp_path / "data.jsonl")
+    tr = load_train_inputs(model_path=tiny_model_dir("gpt2"), train_path=data, dev_path=data,
+                           params={**base, "train": {"max_length": 10_000, "dev_examples": 2}})
+    pr = load_predict_inputs(model_path=tiny_model_dir("gpt2"), test_path=data,
+                             params={**base, "length": None, "max_new_tokens": 4, "max_length": 10_000})
+    assert tr.job.max_length == pr.max_length == 256 == clamp_max_length(10_000, tr.job.model)
+    assert clamp_max_length(100, pr.model) == 100
+    assert len(tr.job.examples("dev")) == 2 and len(pr.examples("test")) == 3
+    train_row, test_row = tr.job.examples("train")[0], pr.examples("test")[0]
+    assert train_row.ids[: len(train_row.ids) - train_row.n_target] == test_row.ids

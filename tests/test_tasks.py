@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 
 import pytest
+import yaml
 
-from iclpt.io import DataError
 from iclpt.data.tasks import TASKS, UnknownTaskError, get_task
 from iclpt.data.tasks.spider import normalize_sql
 from iclpt.data.tasks.totto import linearize as totto_linearize
-
-DEMO_FILES = {
-    "totto": ("totto/train.jsonl", "totto/dev.jsonl", "totto/test.jsonl"),
-    "dart": ("dart/train.json", "dart/dev.json", "dart/test.xml"),
-    "logic2text": ("logic2text/train_lm.json", "logic2text/valid.json", "logic2text/test.json"),
-    "spider": ("spider/train_spider.json", "spider/dev.json", "spider/dev.json"),
-    "mtop": ("mtop/train.json", "mtop/dev.json", "mtop/test.json"),
-}
+from iclpt.io import DataError
 
 
 def test_registry_and_contract():
@@ -29,6 +23,34 @@ def test_registry_and_contract():
         assert get_task(name) is task and task.name == name
         assert task.metrics == expected[name]
         assert task.max_new_tokens > 0 and task.input_label and task.output_label
+
+
+def test_task_facts(repo_root, demo_data):
+    """Published test sizes, demo files (the files config/tiny.yaml runs on) and database folders live on the task."""
+    sizes = {t: dict(task.published_sizes) for t, task in TASKS.items()}
+    assert sizes == {"totto": {"test": 7700}, "dart": {"test": 5097}, "logic2text": {"test": 1092},
+                     "spider": {"test": 1034}, "mtop": {"test": 4386}}
+    tiny = yaml.safe_load((repo_root / "config" / "tiny.yaml").read_text())
+    assert {t: dict(task.demo_files) for t, task in TASKS.items()} == {t: c["files"] for t, c in tiny["tasks"].items()}
+    assert all((demo_data / rel).is_file() for task in TASKS.values() for rel in task.demo_files.values())
+    assert [t for t, task in TASKS.items() if task.database_dir(task.demo_files, str(demo_data))] == ["spider"]
+
+
+def test_spider_database_dir_is_the_adapters_folder(tmp_path, demo_data):
+    """Task.database_dir: database/ beside the test file, test_database/ beside the release's test.json; the
+    schemas beside each (Task.database_tables) when they exist."""
+    spider = get_task("spider")
+    dev = spider.database_dir(spider.demo_files, str(demo_data))
+    assert dev == os.path.normpath(demo_data / "spider" / "database") and os.path.isdir(dev)
+    assert spider.database_tables(dev) == demo_data / "spider" / "tables.json"
+    assert spider.database_dir({"test": "a/test.json"}, "base") == os.path.join("base", "a", "test_database")
+    assert spider.database_dir({"test": "dev.json"}, "") == "database"
+    assert spider.database_tables(tmp_path / "test_database") is None
+    (tmp_path / "test_tables.json").write_text("[]")
+    (tmp_path / "tables.json").write_text("[]")
+    assert spider.database_tables(tmp_path / "test_database") == tmp_path / "test_tables.json"
+    assert spider.database_tables(tmp_path / "database") == tmp_path / "tables.json"
+    assert get_task("mtop").database_tables(tmp_path / "database") is None
 
 
 def test_unknown_task_lists_known():
@@ -112,9 +134,9 @@ def test_golden_mtop(shared_data):
 
 
 # ---- demo data ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("task", sorted(DEMO_FILES))
+@pytest.mark.parametrize("task", sorted(TASKS))
 def test_demo_data_loads(task, demo_data):
-    for split, rel in zip(("train", "dev", "test"), DEMO_FILES[task]):
+    for split, rel in get_task(task).demo_files.items():
         recs = get_task(task).load(split, demo_data / rel)
         assert 15 <= len(recs) <= 60, (task, split, len(recs))
         for r in recs:
@@ -214,7 +236,8 @@ def test_spider_test_release_files(tmp_path, demo_data):
     db.mkdir(parents=True)
     (db / "test_only_db.sqlite").write_bytes(
         (demo_data / "spider/database/school_library/school_library.sqlite").read_bytes())
-    (tmp_path / "test.json").write_text(json.dumps([{"question": "How many books?", "query": "SELECT count(*) FROM book",
+    (tmp_path / "test.json").write_text(json.dumps([{"question": "How many books?",
+                                                      "query": "SELECT count(*) FROM book",
                                                       "db_id": "test_only_db"}]))
     assert spider.tables_path(tmp_path / "test.json") == tmp_path / "test_tables.json"
     assert spider.side_files("test", tmp_path / "test.json") == [tmp_path / "test_tables.json"]
@@ -222,6 +245,7 @@ def test_spider_test_release_files(tmp_path, demo_data):
     [rec] = spider.load("test", tmp_path / "test.json")
     assert rec["input"].startswith("How many books? | test_only_db | ")
     assert rec["meta"]["db_path"] == str(db / "test_only_db.sqlite")
+    assert spider.database_dir({"test": "test.json"}, str(tmp_path)) == str(db.parent)  # where load looked
     # the same row in a file of another name looks in tables.json, where test_only_db is unknown
     (tmp_path / "dev.json").write_text((tmp_path / "test.json").read_text())
     with pytest.raises(DataError, match="test_only_db.*tables.json"):
@@ -252,7 +276,8 @@ def test_dart_train_one_record_per_annotation(tmp_path):
 
 def test_mtop_official_tsv(tmp_path):
     p = tmp_path / "train.txt"
-    p.write_text("1\tIN:CREATE_CALL\t5:8:SL:CONTACT\tcall  Tom\tcalling\ten_XX\t[IN:CREATE_CALL [SL:CONTACT Tom ] ]\t{}\n")
+    p.write_text("1\tIN:CREATE_CALL\t5:8:SL:CONTACT\tcall  Tom\tcalling\ten_XX\t"
+                 "[IN:CREATE_CALL [SL:CONTACT Tom ] ]\t{}\n")
     r = get_task("mtop").load("train", p)[0]
     assert r["input"] == "call Tom" and r["target"] == "[IN:CREATE_CALL [SL:CONTACT Tom ] ]"
     assert r["meta"]["domain"] == "calling"

@@ -10,11 +10,17 @@ import torch
 from tiny_engine import ARCHS, load, tiny_model_dir
 
 from iclpt.engine.generation import generate_texts, greedy_generate, stop_token_ids
-from iclpt.models.loading import lm_forward
 from iclpt.engine.prompting import IGNORE, Encoder, Template, make_batch
 from iclpt.engine.soft_prompt import assemble_inputs, init_prompt
-from iclpt.engine.training import (TrainConfig, TrainingInterrupted, batch_loss_sum, epoch_batches, train_job,
-                            train_prompt)
+from iclpt.engine.training import (
+    TrainConfig,
+    TrainingInterrupted,
+    batch_loss_sum,
+    epoch_batches,
+    train_job,
+    train_prompt,
+)
+from iclpt.models.loading import lm_forward
 
 WORDS = "red blue green cat dog bird".split()
 TARGET = "the cat sleeps."

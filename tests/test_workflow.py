@@ -12,8 +12,10 @@ import json
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import ROOT, copy_repo, dry_run, planned_jobs, snakemake, write_config
+
+from iclpt.orchestration.layout import RUN_FIELDS, Layout
+from iclpt.orchestration.runs import Run
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,18 @@ def test_complete_run_produces_tables(mini):
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(rows) == cfg["predict"]["max_examples"]
     assert all(len(r["demo_ids"]) == cfg["demos"]["n_demos"] for r in rows)
+
+
+def test_metrics_json_names_its_run_once(mini):
+    """Each metrics.json carries its run's identity, one key per field, and sits where the layout puts that run."""
+    work, _ = mini
+    files = sorted((work / "results" / "mini" / "predictions").rglob("metrics.json"))
+    assert files
+    for f in files:
+        doc = json.loads(f.read_text())
+        assert set(RUN_FIELDS) <= set(doc) and not {"prompt_length", "demo_source"} & set(doc), f
+        run = Run(*(doc[k] for k in RUN_FIELDS))
+        assert work / Layout("results/mini").metrics(run) == f
 
 
 def test_second_run_has_nothing_to_do(mini):

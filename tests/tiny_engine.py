@@ -27,14 +27,14 @@ def corpus(n: int = 300, seed: int = 0) -> list[str]:
     return texts
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _root() -> Path:
     root = Path(tempfile.mkdtemp(prefix="iclpt-tiny-"))
     atexit.register(shutil.rmtree, root, True)
     return root
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_model_dir(arch: str, hidden: int = 32, init_std: float | None = None) -> str:
     """Folder of a tiny random model (built once per session, 2 layers, vocab <= 400)."""
     from iclpt.models.tiny import build_tiny_model

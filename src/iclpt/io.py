@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 PathLike = str | os.PathLike[str]
 

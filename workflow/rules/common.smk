@@ -1,7 +1,8 @@
 # Path templates, run lists, wildcard constraints, resource helpers and every stage's input/params functions.
 # The stage files (data.smk, ..., report.smk) hold rules only (snakemake --lint: no rules mixed with functions).
 # The DAG is a pure function of the validated config and of the input files' contents: the parse-time checks
-# (iclpt.orchestration.checks) look at the files the config names, and the prepare rule's params carry their digests.
+# (iclpt.orchestration.config_checks) look at the files the config names, and the prepare rule's params carry
+# their digests.
 
 import functools
 import glob
@@ -10,9 +11,11 @@ import re
 import sys
 
 sys.path.insert(0, os.path.normpath(os.path.join(workflow.current_basedir, "..", "..", "src")))
-from iclpt.orchestration import checks, codeversion, methods, runs  # noqa: E402
+from iclpt import artifacts  # noqa: E402
+from iclpt.orchestration import codeversion, config_checks, methods, runs  # noqa: E402
 from iclpt.io import file_sha256  # noqa: E402
-from iclpt.evaluation.metrics import DATABASE_METRICS, task_metrics  # noqa: E402
+from iclpt.orchestration.layout import WILDCARDS, Layout  # noqa: E402
+from iclpt.evaluation.metrics import task_metrics, task_needs_database  # noqa: E402
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
 from iclpt.data.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
@@ -21,9 +24,9 @@ SCRIPTS_DIR = os.path.normpath(os.path.join(workflow.current_basedir, "..", "scr
 RUN = config["run"]
 RES = f"results/{RUN}"
 
-# Parse-time checks of the validated config (iclpt.orchestration.checks): every mistake the config alone reveals stops here,
-# before any job, with a message naming the key, its value and what was expected.
-checks.check_workflow_config(config, os.path.join(workflow.current_basedir, "..", ".."), f"{RES}/models")
+# Parse-time checks of the validated config (iclpt.orchestration.config_checks): every mistake the config alone
+# reveals stops here, before any job, with a message naming the key, its value and what was expected.
+config_checks.check_workflow_config(config, os.path.join(workflow.current_basedir, "..", ".."), f"{RES}/models")
 
 TASKS = list(config["tasks"])
 MODELS = list(config["models"])
@@ -42,16 +45,11 @@ ENCODER = config["retrieval"]["encoder"]
 SPLITS = ["train", "dev", "test"]
 EXP = config["experiments"]
 
-# ---- path templates (docs/architecture.md) ---------------------------------------------------
-DATA = f"{RES}/data/{{task}}/{{split}}.jsonl"
-MODEL_DIR = f"{RES}/models/{{model}}"
-EMBED = f"{RES}/retrieval/{{task}}/embed/{{encoder}}/{{split}}.npy"
-RETRIEVAL = f"{RES}/retrieval/{{task}}/{{retriever}}/{{split}}.jsonl"
-RETRIEVAL_SUMMARY = f"{RES}/retrieval/{{task}}/{{retriever}}/summary.json"
-RUN_DIR = "{task}/{model}/{method}/L{length}/{demos}/s{seed}"
-PROMPT_DIR = f"{RES}/prompts/{RUN_DIR}"
-PRED_DIR = f"{RES}/predictions/{RUN_DIR}"
-CHECKPOINTS = f"{RES}/.checkpoints"
+# ---- paths (docs/architecture.md): every file under results/<run>/ from iclpt.orchestration.layout ----------
+# A rule's pattern passes wildcards as the keys: LAYOUT.data("{task}", "{split}"), LAYOUT.predictions(WC), with WC
+# the run whose fields are the wildcards {task}, {model}, {method}, {length}, {demos}, {seed}.
+LAYOUT = Layout(RES)
+WC = WILDCARDS
 
 
 wildcard_constraints:
@@ -77,14 +75,14 @@ def model_cfg(model):
 def model_path(model):
     """What from_pretrained gets: the built / fetched model's folder, or the configured hub id / folder."""
     m = model_cfg(model)
-    return m["path"] if "path" in m else MODEL_DIR.format(model=model)
+    return m["path"] if "path" in m else LAYOUT.model_dir(model)
 
 
 def model_inputs(model):
     """A built or fetched model folder is a DAG input, and so are the config and weights of a local `path:`
     folder (replacing them reruns its jobs); hub ids are not."""
     m = model_cfg(model)
-    return checks.model_files(m["path"]) if "path" in m else [f"{MODEL_DIR.format(model=model)}/config.json"]
+    return artifacts.model_files(m["path"]) if "path" in m else [LAYOUT.model_file(model, "config.json")]
 
 
 def models_with(source):
@@ -130,18 +128,14 @@ def code(script, task=None):
     return codeversion.script_version(os.path.join(SCRIPTS_DIR, script), task=task)
 
 
-def fmt_run(template, run):
-    task, model, method, length, demos, seed = run
-    return template.format(task=task, model=model, method=method, length=length, demos=demos, seed=seed)
-
-
 def data_targets():
-    return [DATA.format(task=t, split=s) for t in TASKS for s in SPLITS]
+    return [LAYOUT.data(t, s) for t in TASKS for s in SPLITS]
 
 
 def retrieval_retrievers():
+    """The configured retrievers, plus the seeded random ones when a configured method takes random demos."""
     names = list(RETRIEVERS)
-    if "random" in DEMO_SOURCES and (("icl" in METHODS) or ("ipt" in METHODS)):
+    if "random" in DEMO_SOURCES and any("random" in methods.get_method(m).demos for m in METHODS):
         names += [f"random_s{s}" for s in SEEDS]
     return names
 
@@ -150,21 +144,21 @@ def retrieval_targets():
     out = []
     for task in TASKS:
         for r in retrieval_retrievers():
-            out += [RETRIEVAL.format(task=task, retriever=r, split=s) for s in SPLITS]
-            out.append(RETRIEVAL_SUMMARY.format(task=task, retriever=r))
+            out += [LAYOUT.retrieval(task, r, s) for s in SPLITS]
+            out.append(LAYOUT.retrieval_summary(task, r))
     return out
 
 
 def prompt_targets():
-    return [f"{fmt_run(PROMPT_DIR, r)}/prompt.safetensors" for r in train_runs()]
+    return [LAYOUT.prompt(r) for r in train_runs()]
 
 
 def prediction_targets():
-    return [f"{fmt_run(PRED_DIR, r)}/predictions.jsonl" for r in predict_runs()]
+    return [LAYOUT.predictions(r) for r in predict_runs()]
 
 
 def metric_targets():
-    return [f"{fmt_run(PRED_DIR, r)}/metrics.json" for r in predict_runs()]
+    return [LAYOUT.metrics(r) for r in predict_runs()]
 
 
 # ---- resources -------------------------------------------------------------------------------------
@@ -237,6 +231,7 @@ def max_examples(task):
 #   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, model.safetensors, tokenizer files)
 # Models with `path:` (hub id or folder) are loaded directly by train_prompt / predict; no rule runs for them.
 
+
 def tiny_build(model):
     """The model's `build:` block (the schema filled its defaults at validation)."""
     return dict(model_cfg(model)["build"])
@@ -250,7 +245,6 @@ def tiny_build(model):
 RETRIEVAL_CFG = config["retrieval"]
 RETRIEVAL_K = int(RETRIEVAL_CFG["k"])
 ENCODER_PATH = RETRIEVAL_CFG["encoder_path"]
-RETRIEVAL_LOGS = f"{RES}/logs/retrieval"
 
 # Cheap parse-time checks: retriever names, k, sizes, and that the encoder path/package exists (no model load).
 _check_retrieval_config(RETRIEVAL_CFG, retrieval_retrievers())
@@ -262,12 +256,12 @@ def retrieval_device():
 
 def retrieve_inputs(wc):
     d = {
-        "queries": DATA.format(task=wc.task, split=wc.split),
-        "train": DATA.format(task=wc.task, split="train"),
+        "queries": LAYOUT.data(wc.task, wc.split),
+        "train": LAYOUT.data(wc.task, "train"),
     }
     if needs_embeddings(wc.retriever):
-        d["query_emb"] = EMBED.format(task=wc.task, encoder=ENCODER, split=wc.split)
-        d["train_emb"] = EMBED.format(task=wc.task, encoder=ENCODER, split="train")
+        d["query_emb"] = LAYOUT.embeddings(wc.task, ENCODER, wc.split)
+        d["train_emb"] = LAYOUT.embeddings(wc.task, ENCODER, "train")
     return d
 
 
@@ -296,13 +290,13 @@ def train_inputs(wc):
     run = wc_run(wc)
     d = {
         "model": model_inputs(wc.model),
-        "train": DATA.format(task=wc.task, split="train"),
-        "dev": DATA.format(task=wc.task, split="dev"),
+        "train": LAYOUT.data(wc.task, "train"),
+        "dev": LAYOUT.data(wc.task, "dev"),
     }
     if run.demos != "none":
         r = demo_retriever(wc.demos, wc.seed, wc.task)
-        d["train_retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="train")
-        d["dev_retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="dev")
+        d["train_retrieval"] = LAYOUT.retrieval(wc.task, r, "train")
+        d["dev_retrieval"] = LAYOUT.retrieval(wc.task, r, "dev")
     return d
 
 
@@ -332,14 +326,14 @@ def train_params(wc):
 
 def predict_inputs(wc):
     run = wc_run(wc)
-    d = {"model": model_inputs(wc.model), "test": DATA.format(task=wc.task, split="test")}
+    d = {"model": model_inputs(wc.model), "test": LAYOUT.data(wc.task, "test")}
     if run.demos != "none":
-        d["train"] = DATA.format(task=wc.task, split="train")
+        d["train"] = LAYOUT.data(wc.task, "train")
         r = demo_retriever(wc.demos, wc.seed, wc.task)
-        d["retrieval"] = RETRIEVAL.format(task=wc.task, retriever=r, split="test")
+        d["retrieval"] = LAYOUT.retrieval(wc.task, r, "test")
     source = runs.prompt_source(run)
     if source is not None:
-        d["prompt"] = f"{fmt_run(PROMPT_DIR, source)}/prompt.safetensors"
+        d["prompt"] = LAYOUT.prompt(source)
     return d
 
 
@@ -368,18 +362,14 @@ def task_metric_names(task):
 
 
 def uses_database(task):
-    """Whether one of the task's metrics reads its databases (iclpt.evaluation.metrics.DATABASE_METRICS)."""
-    return any(m in DATABASE_METRICS for m in task_metric_names(task))
+    """Whether one of the task's metrics reads its databases (the metric registry's `needs`)."""
+    return task_needs_database(task)
 
 
 def spider_database_dir(task):
-    """Folder holding <db_id>/<db_id>.sqlite: <data_root or download_dir>/<dir of the task's test file>/database,
-    or .../test_database when the test file is the release's test.json (as the Spider adapter reads it)."""
-    t = task_cfg(task)
-    base = config["download_dir"] if t["source"] == "download" else config["data_root"]
-    test_file = t["files"]["test"]
-    folder = "test_database" if os.path.basename(test_file) == "test.json" else "database"
-    return os.path.normpath(os.path.join(base, os.path.dirname(test_file), folder))
+    """Folder holding <db_id>/<db_id>.sqlite of the task's test split, as its adapter reads it
+    (Task.database_dir; task_files gives the files' paths under data_root or download_dir/<task>)."""
+    return get_task(task).database_dir(task_files(task), "")
 
 
 def score_database_files(wc):
@@ -400,9 +390,6 @@ SCORE_EXEC_TIMEOUT_S = float(config["score"]["exec_timeout_s"])
 # ---- report stage (report.smk) ------------------------------------------------
 # Every output is wrapped in report() so `snakemake --report results/<run>/report.html` bundles it.
 
-TABLES = f"{RES}/tables"
-FIGURES = f"{RES}/figures"
-REPORT_LOGS = f"{RES}/logs/report"
 #: [choice] findings thresholds: a criterion holds when the fraction of cells exceeds it; fewer cells = no data
 FINDINGS_THRESHOLD = float(config["report"]["findings_threshold"])
 FINDINGS_MIN_CELLS = int(config["report"]["findings_min_cells"])
@@ -424,36 +411,55 @@ def transfer_run():
 
 
 def _bucket_runs():
-    """IPT and PT runs in their main setting (main length), whose per-example scores E2 pairs."""
-    return [r for r in predict_runs()
-            if r.method in ("ipt", "pt") and r.length == MAIN_LEN and r.demos == methods.METHODS[r.method].main_demos]
+    """The runs whose per-example scores E2b pairs: the prompt-and-demos and the prompt-only method (IPT, PT), in
+    their main setting (main length)."""
+    paired = {methods.method_with_role(r) for r in (methods.ROLE_PROMPT_AND_DEMOS, methods.ROLE_PROMPT_ONLY)}
+    return [
+        r
+        for r in predict_runs()
+        if r.method in paired and r.length == MAIN_LEN and r.demos == methods.METHODS[r.method].main_demos
+    ]
 
 
 def retrieval_summary_targets():
-    return [RETRIEVAL_SUMMARY.format(task=t, retriever=r) for t in TASKS for r in retrieval_retrievers()]
+    return [LAYOUT.retrieval_summary(t, r) for t in TASKS for r in retrieval_retrievers()]
 
 
 def _main_outputs():
-    return [f"{TABLES}/main.csv", f"{TABLES}/main.md", f"{TABLES}/main.tex"]
+    return [LAYOUT.table("main.csv"), LAYOUT.table("main.md"), LAYOUT.table("main.tex")]
 
 
 def _similarity_outputs():
-    return [f"{TABLES}/similarity.csv", f"{TABLES}/similarity_buckets.csv",
-            f"{FIGURES}/similarity.png", f"{FIGURES}/similarity.pdf"]
+    return [
+        LAYOUT.table("similarity.csv"),
+        LAYOUT.table("similarity_buckets.csv"),
+        LAYOUT.figure("similarity.png"),
+        LAYOUT.figure("similarity.pdf"),
+    ]
 
 
 def _stability_outputs():
-    return [f"{TABLES}/stability.csv", f"{FIGURES}/stability_seeds.png", f"{FIGURES}/stability_seeds.pdf",
-            f"{FIGURES}/stability_length.png", f"{FIGURES}/stability_length.pdf"]
+    return [
+        LAYOUT.table("stability.csv"),
+        LAYOUT.figure("stability_seeds.png"),
+        LAYOUT.figure("stability_seeds.pdf"),
+        LAYOUT.figure("stability_length.png"),
+        LAYOUT.figure("stability_length.pdf"),
+    ]
 
 
 def _transfer_outputs():
-    return [f"{TABLES}/transfer.csv", f"{FIGURES}/transfer.png", f"{FIGURES}/transfer.pdf"]
+    return [LAYOUT.table("transfer.csv"), LAYOUT.figure("transfer.png"), LAYOUT.figure("transfer.pdf")]
 
 
 def report_targets():
     """Every report output the config asks for (common.smk's all_targets() adds these)."""
-    out = [f"{TABLES}/all_runs.csv", f"{TABLES}/retrieval.csv", f"{TABLES}/comparisons.csv", f"{RES}/findings.md"]
+    out = [
+        LAYOUT.table("all_runs.csv"),
+        LAYOUT.table("retrieval.csv"),
+        LAYOUT.table("comparisons.csv"),
+        LAYOUT.findings(),
+    ]
     if _exp("main"):
         out += _main_outputs()
     if _exp("similarity"):
@@ -466,13 +472,13 @@ def report_targets():
 
 
 def _findings_inputs():
-    d = {"runs": f"{TABLES}/all_runs.csv", "comparisons": f"{TABLES}/comparisons.csv"}
+    d = {"runs": LAYOUT.table("all_runs.csv"), "comparisons": LAYOUT.table("comparisons.csv")}
     if _exp("similarity"):
-        d["similarity"] = f"{TABLES}/similarity.csv"
+        d["similarity"] = LAYOUT.table("similarity.csv")
     if _exp("stability"):
-        d["stability"] = f"{TABLES}/stability.csv"
+        d["stability"] = LAYOUT.table("stability.csv")
     if transfer_run():
-        d["transfer"] = f"{TABLES}/transfer.csv"
+        d["transfer"] = LAYOUT.table("transfer.csv")
     return d
 
 
@@ -491,18 +497,21 @@ def _in_main_length(r):
 
 
 def _scores_of(keep):
-    return [f"{fmt_run(PRED_DIR, r)}/scores.jsonl" for r in predict_runs() if _in_main_length(r) and keep(r)]
+    return [LAYOUT.scores(r) for r in predict_runs() if _in_main_length(r) and keep(r)]
 
 
 def main_ci_scores():
     """scores.jsonl of the E1 cells (and E4's reference rows): each non-family method in its main setting."""
-    return _scores_of(lambda r: not methods.get_method(r.method).family
-                      and r.demos == methods.get_method(r.method).main_demos)
+    return _scores_of(
+        lambda r: not methods.get_method(r.method).family and r.demos == methods.get_method(r.method).main_demos
+    )
 
 
 def similarity_ci_scores():
     """scores.jsonl of the E2a cells: the methods run with retrieved and with random demos."""
-    return _scores_of(lambda r: not methods.get_method(r.method).family and "random" in methods.get_method(r.method).demos)
+    return _scores_of(
+        lambda r: not methods.get_method(r.method).family and "random" in methods.get_method(r.method).demos
+    )
 
 
 def transfer_ci_scores():

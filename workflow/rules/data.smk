@@ -3,16 +3,16 @@ rule download:
     """Fetch a task's official data into download_dir/<task>/ (sha256 checked; manifest.json written last)."""
     output:
         manifest=DOWNLOAD_MANIFEST,
+    log:
+        f"{DOWNLOAD_DIR}/logs/{{task}}.log",
+    retries: 1
+    localrule: True
+    conda:
+        "../../envs/iclpt.yaml"
     params:
         code=lambda wc: code("download.py", task=wc.task),
         task="{task}",
         base_url=os.environ.get("ICLPT_DOWNLOAD_BASE_URL") or None,
-    log:
-        f"{DOWNLOAD_DIR}/logs/{{task}}.log",
-    localrule: True
-    retries: 1
-    conda:
-        "../../envs/iclpt.yaml"
     script:
         "../scripts/download.py"
 
@@ -22,10 +22,15 @@ rule prepare:
     input:
         unpack(prepare_inputs),
     output:
-        train=f"{RES}/data/{{task}}/train.jsonl",
-        dev=f"{RES}/data/{{task}}/dev.jsonl",
-        test=f"{RES}/data/{{task}}/test.jsonl",
-        summary=f"{RES}/data/{{task}}/prepare.json",
+        train=LAYOUT.data("{task}", "train"),
+        dev=LAYOUT.data("{task}", "dev"),
+        test=LAYOUT.data("{task}", "test"),
+        summary=LAYOUT.prepare_summary("{task}"),
+    log:
+        LAYOUT.log("prepare", "{task}"),
+    localrule: True
+    conda:
+        "../../envs/iclpt.yaml"
     params:
         code=lambda wc: code("prepare.py", task=wc.task),
         task_version=lambda wc: get_task(wc.task).version,
@@ -36,10 +41,5 @@ rule prepare:
         source=lambda wc: task_source(wc.task),
         missing_database=lambda wc: task_cfg(wc.task)["missing_database"],
         inputs_sha256=lambda wc: prepare_digests(wc.task),
-    log:
-        f"{RES}/logs/prepare/{{task}}.log",
-    localrule: True
-    conda:
-        "../../envs/iclpt.yaml"
     script:
         "../scripts/prepare.py"

@@ -4,19 +4,19 @@ rule predict:
     input:
         unpack(predict_inputs),
     output:
-        predictions=f"{PRED_DIR}/predictions.jsonl",
-    params:
-        model_path=lambda wc: model_path(wc.model),
-        job=predict_params,
-        code=lambda wc: code("predict.py", task=wc.task),
+        predictions=LAYOUT.predictions(WC),
     log:
-        f"{RES}/logs/predict/{RUN_DIR}.log",
+        LAYOUT.run_log("predict", WC),
+    conda:
+        "../../envs/iclpt.yaml"
     threads: res("predict", "threads", 2)
     resources:
         mem_mb=mem_mb("predict", 4000),
         runtime=res("predict", "runtime", 60),
         gpu=res("predict", "gpu", 0),
-    conda:
-        "../../envs/iclpt.yaml"
+    params:
+        model_path=lambda wc: model_path(wc.model),
+        job=predict_params,
+        code=lambda wc: code("predict.py", task=wc.task),
     script:
         "../scripts/predict.py"

@@ -17,20 +17,22 @@ These are hand-set guesses.
 
     python workflow/scripts/plan.py --configfile config/mini.yaml --calibrate --cores 2     # measured
 
---calibrate measures instead (iclpt.orchestration.calibrate): it loads each configured model (fetching a packaged one into
-the model cache if needed, building a tiny one), times a few training steps and decoding batches at the
+--calibrate measures instead (iclpt.orchestration.calibrate): it loads each configured model (fetching a packaged one
+into the model cache if needed, building a tiny one), times a few training steps and decoding batches at the
 config's lengths on this device, counts the config's tokens (prepared data when present, else the task
 adapters on the configured files, else on resources/demo_data), measures each rule's job start-up, and prints
-per rule and in total the estimated hours on this device with the throughput behind each figure. Rules run
-`cores // threads` jobs at once (--cores, as given to snakemake; GPU rules at most --gpus at once). Where a
-model cannot be loaded (a hub id without access) or a rule cannot be timed (download), the guesses above stay,
-listed under GUESSES in the output.
+per rule and in total the estimated hours on this device with the throughput behind each figure. What it knows
+of each rule (threads, gpu, script, params, `model` constraint) it reads from the workflow itself, parsed with
+Snakemake's API for the same config (`workflow_rules`). Rules run `cores // threads` jobs at once (--cores, as
+given to snakemake; GPU rules at most --gpus at once). Where a model cannot be loaded (a hub id without access)
+or a rule cannot be timed (download), the guesses above stay, listed under GUESSES in the output.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -145,7 +147,10 @@ def main(argv=None):
     p["configfiles"] = a.configfile
     p["pending_only"] = a.pending
     if a.calibrate:
-        return calibrated(a, counts, config, workdir, dag_seconds)
+        t0 = time.perf_counter()
+        rules = workflow_rules(a.snakefile, a.configfile, workdir, a.cores)
+        print(f"read {len(rules)} rules from the workflow in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        return calibrated(a, counts, rules, config, workdir, dag_seconds)
     if a.json:
         print(json.dumps(p, indent=1))
     else:
@@ -162,14 +167,53 @@ def validated(config: dict) -> dict:
     return config
 
 
-def calibrated(a: argparse.Namespace, counts: dict[str, int], config: dict, workdir: Path, dag_seconds: float):
+def workflow_rules(snakefile: str | None, configfiles: list[str], workdir: Path, cores: int) -> dict[str, dict]:
+    """Each rule as the workflow defines it for this config: {rule: {threads, gpu, script, params, model_pattern}}.
+
+    The Snakefile is parsed with Snakemake's API (`WorkflowApi._workflow`: the parsed workflow, the same object
+    `--lint` and `--list-rules` read), in `workdir` with the same --configfile files as the dry run; no DAG is
+    built. `script` is absolute (None for rules without one), `model_pattern` the rule's own `model` wildcard
+    constraint (the models whose folders it makes)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, ResourceSettings
+
+    cwd = os.getcwd()
+    try:
+        with SnakemakeApi() as api:
+            wf = api.workflow(resource_settings=ResourceSettings(cores=cores),
+                              config_settings=ConfigSettings(configfiles=[Path(f) for f in configfiles]),
+                              snakefile=Path(snakefile).resolve() if snakefile else None, workdir=workdir)._workflow
+            return {r.name: _rule_facts(r) for r in wf.rules}
+    finally:
+        os.chdir(cwd)
+
+
+def _rule_facts(rule) -> dict:
+    def value(name: str, default: int) -> int:
+        res = rule.resources.get(name)
+        v = getattr(res, "value", None)
+        return int(v) if isinstance(v, (int, float)) else default
+
+    script = None
+    if rule.script:
+        script = str(Path(rule.script) if Path(rule.script).is_absolute() else Path(rule.basedir) / rule.script)
+    return {"threads": value("_cores", 1), "gpu": value("gpu", 0), "script": script and os.path.normpath(script),
+            "params": tuple(rule.params.keys()), "model_pattern": rule.wildcard_constraints.get("model")}
+
+
+def calibrated(a: argparse.Namespace, counts: dict[str, int], rules: dict[str, dict], config: dict, workdir: Path,
+               dag_seconds: float):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-    from iclpt.orchestration.calibrate import calibrate, format_calibrated
+    from iclpt.orchestration.calibrate import RuleFacts, calibrate, format_calibrated
 
     config = validated(config)
-    say = (lambda s: print(s, file=sys.stderr, flush=True))
-    res = calibrate(config, counts, workdir, a.cores, lambda rule: gpu_hours_per_job(config, rule), gpus=a.gpus,
-                    dag_seconds=dag_seconds, steps=a.calibrate_steps, batches=a.calibrate_batches,
+    facts = {name: RuleFacts(name, **r) for name, r in rules.items()}
+
+    def say(s: str) -> None:
+        print(s, file=sys.stderr, flush=True)
+
+    res = calibrate(config, counts, facts, workdir, a.cores, lambda rule: gpu_hours_per_job(config, rule),
+                    gpus=a.gpus, dag_seconds=dag_seconds, steps=a.calibrate_steps, batches=a.calibrate_batches,
                     probe_seconds=a.probe_seconds, say=say)
     res["configfiles"] = a.configfile
     res["pending_only"] = a.pending
@@ -177,7 +221,8 @@ def calibrated(a: argparse.Namespace, counts: dict[str, int], config: dict, work
         print(json.dumps(res, indent=1))
     else:
         what = "jobs still to run" if a.pending else "all jobs of the DAG"
-        print(format_calibrated(res, f"Calibrated plan for {', '.join(a.configfile) or a.default_configfile} ({what}):"))
+        title = f"Calibrated plan for {', '.join(a.configfile) or a.default_configfile} ({what}):"
+        print(format_calibrated(res, title))
     return res
 
 

@@ -45,11 +45,10 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-from iclpt.io import DataError, provenance, write_json_atomic
 from iclpt.data.tasks import TASKS, get_task
 from iclpt.data.tasks.base import DownloadSpec, RemoteFile
+from iclpt.io import provenance, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -247,11 +246,3 @@ def download_task(task: str, download_dir: str | Path, base_url: str | None = No
     """Download the official data of `task` (see the table in the module docstring)."""
     return download_spec(get_spec(task), download_dir, base_url=base_url, timeout=timeout)
 
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    from iclpt.io import read_json
-
-    m = read_json(path)
-    if not isinstance(m, dict) or "downloads" not in m:
-        raise DataError(f"{path}: not a download manifest")
-    return m

@@ -16,9 +16,10 @@ import os
 import shutil
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import BinaryIO, Mapping, Union
+from typing import BinaryIO
 
 ZIP_MAGIC = b"PK\x03\x04"
 _SNIFF = 4096
@@ -116,7 +117,7 @@ def _stream(first: bytes, body: BinaryIO, dest: Path) -> None:
 
 def fetch_drive(
     url: str,
-    dest: Union[str, "os.PathLike[str]"],
+    dest: str | os.PathLike[str],
     timeout: float = 60.0,
     opener: urllib.request.OpenerDirector | None = None,
 ) -> Path:

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from iclpt.io import DataError
 from iclpt.data.tasks import SPLITS, Task, get_task
+from iclpt.io import DataError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Resumable-job checkpoints: the checkpoint key of a job, RNG state capture, atomic save / load.
 
-A job's checkpoint folder is ``<checkpoint_root>/<key>``; ``key`` hashes the job's parameters and its input
-files (:func:`checkpoint_key`), so a rerun of the same job resumes and a changed job starts afresh.
+A job's checkpoint folder is ``<checkpoint_root>/<key>`` (:func:`job_checkpoint_dir`); ``key`` hashes the job's
+parameters and its input files (:func:`checkpoint_key`), so a rerun of the same job resumes and a changed job
+starts afresh.
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ def checkpoint_key(params: dict[str, Any], files: Sequence[str | os.PathLike[str
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
-def _rng_state() -> dict[str, Any]:
+def job_checkpoint_dir(params: dict[str, Any], model_path: str, files: Sequence[str],
+                       checkpoint_root: str | os.PathLike[str] | None) -> Path | None:
+    """``<checkpoint_root>/<key>`` of the job (the model folder counts among its inputs), or None."""
+    if not checkpoint_root:
+        return None
+    files = list(files) + ([model_path] if os.path.isdir(model_path) else [])
+    return Path(checkpoint_root) / checkpoint_key({**params, "model_path": model_path}, files)
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, torch, numpy (and CUDA) RNG states."""
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     try:
         import numpy as np
@@ -55,7 +66,8 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "numpy" in state:

@@ -5,7 +5,9 @@ Rows are left padded, the soft prompt sits right before each row's first real to
 from it (:func:`iclpt.engine.soft_prompt.assemble_inputs`), so a row decodes the same alone or in any batch. The first
 forward encodes the whole prefix and fills the cache; every later step feeds one embedding per row. A row stops
 at the first token whose text contains a newline, or at EOS; the prediction is the generated text up to that
-newline, stripped.
+newline, stripped. :class:`Decoder` holds what every batch of a job shares (and times a batch, for the run plan);
+the job (:func:`predict_job`) is load (:func:`load_predict_inputs`, through :func:`iclpt.engine.job.load_job`)
+-> run (:func:`run_prediction`) -> write (:func:`write_predictions`).
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from iclpt.models.loading import autocast, lm_forward, output_cache
+from iclpt.engine.job import Job, JobInputs, SplitSpec, demo_layout, load_job
 from iclpt.engine.packed_linear import packed_linears
-from iclpt.engine.prompting import Encoded, Encoder, Template, build_examples, demo_count, index_by_id, load_retrieval
 from iclpt.engine.soft_prompt import assemble_inputs
+from iclpt.models.loading import autocast, lm_forward, output_cache
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -49,80 +51,121 @@ def greedy_generate(model: torch.nn.Module, prompt: torch.Tensor | None, rows: S
     with ``Cache.reorder_cache``), so later steps compute only the rows still running; ``transformers``'
     ``generate()`` keeps feeding finished rows to the end. On a CPU the linear layers run through packed oneDNN
     weights (:mod:`iclpt.engine.packed_linear`; ``packed=False`` uses ``F.linear``)."""
+    device = device or next(model.parameters()).device
     with packed_linears(model, enabled=packed):
         return _greedy(model, prompt, rows, max_new_tokens, pad_id, stop_ids, use_cache, device, precision)
 
 
 def _greedy(model: torch.nn.Module, prompt: torch.Tensor | None, rows: Sequence[Sequence[int]],
-            max_new_tokens: int, pad_id: int, stop_ids: Sequence[int], use_cache: bool,
-            device: torch.device | None, precision: str) -> list[list[int]]:
-    device = device or next(model.parameters()).device
-    B = len(rows)
+            max_new_tokens: int, pad_id: int, stop_ids: Sequence[int], use_cache: bool, device: torch.device,
+            precision: str) -> list[list[int]]:
+    batch = _first_batch(model, prompt, rows, pad_id, device, precision)
+    out = _Output.empty(len(rows), max_new_tokens, pad_id, device)
+    stop = _stop_mask(model, stop_ids, device)
+    for t in range(max_new_tokens):
+        nxt = _next_tokens(model, batch, use_cache, t > 0, device, precision)
+        out.record(t, batch.live, nxt, stop)
+        if t == max_new_tokens - 1 or bool(out.done.all()):
+            break
+        _feed(model, batch, _drop_finished(batch, nxt, out.done, pad_id, use_cache), use_cache)
+    return out.rows()
+
+
+@dataclass
+class _Batch:
+    """The rows still being decoded (``live``: their index in the original batch), the embeddings the next forward
+    takes (the whole sequence without the cache, the last token with it), attention mask, positions, KV cache."""
+
+    live: torch.Tensor
+    embeds: torch.Tensor
+    attn: torch.Tensor
+    pos: torch.Tensor
+    cache: Any = None
+
+
+@dataclass
+class _Output:
+    """New ids per original row (``[B, max_new]``), how many each row generated, and which rows have stopped."""
+
+    ids: torch.Tensor
+    n: torch.Tensor
+    done: torch.Tensor
+
+    @classmethod
+    def empty(cls, rows: int, max_new_tokens: int, pad_id: int, device: torch.device) -> _Output:
+        return cls(torch.full((rows, max_new_tokens), int(pad_id), dtype=torch.long, device=device),
+                   torch.zeros(rows, dtype=torch.long, device=device),
+                   torch.zeros(rows, dtype=torch.bool, device=device))
+
+    def record(self, t: int, live: torch.Tensor, nxt: torch.Tensor, stop: torch.Tensor) -> None:
+        """Step ``t``'s token of every row still running; a stop token ends its row."""
+        act = ~self.done[live]
+        rows = live[act]
+        self.ids[rows, t] = nxt[act]
+        self.n[rows] += 1
+        self.done[rows] = stop[nxt[act]]
+
+    def rows(self) -> list[list[int]]:
+        return [r[: int(n)] for r, n in zip(self.ids.cpu().tolist(), self.n.cpu().tolist(), strict=True)]
+
+
+def _first_batch(model: torch.nn.Module, prompt: torch.Tensor | None, rows: Sequence[Sequence[int]], pad_id: int,
+                 device: torch.device, precision: str) -> _Batch:
+    """The rows left padded, with the soft prompt before each row's first token."""
     T = max(len(r) for r in rows)
-    ids = torch.full((B, T), int(pad_id), dtype=torch.long)
-    tmask = torch.zeros((B, T), dtype=torch.long)
+    ids = torch.full((len(rows), T), int(pad_id), dtype=torch.long)
+    tmask = torch.zeros((len(rows), T), dtype=torch.long)
     for i, r in enumerate(rows):
         if len(r) == 0:
             raise ValueError("cannot decode from an empty row")
         ids[i, T - len(r):] = torch.tensor(list(r), dtype=torch.long)
         tmask[i, T - len(r):] = 1
-    ids, tmask = ids.to(device), tmask.to(device)
     P = prompt.to(device) if prompt is not None else None
+    with autocast(device, precision):
+        embeds, attn, pos = assemble_inputs(model, P, ids.to(device), tmask.to(device))
+    return _Batch(torch.arange(len(rows), device=device), embeds, attn, pos)
+
+
+def _stop_mask(model: torch.nn.Module, stop_ids: Sequence[int], device: torch.device) -> torch.Tensor:
     stop = torch.zeros(model.get_input_embeddings().weight.shape[0], dtype=torch.bool, device=device)
     if len(stop_ids):
         stop[torch.tensor(list(stop_ids), device=device)] = True
-    emb = model.get_input_embeddings()
+    return stop
 
+
+def _next_tokens(model: torch.nn.Module, batch: _Batch, use_cache: bool, later: bool, device: torch.device,
+                 precision: str) -> torch.Tensor:
+    """The argmax token of each row: the whole sequence (first step, or no cache) or the last token + cache."""
+    cached = use_cache and later
     with autocast(device, precision):
-        embeds, attn, pos = assemble_inputs(model, P, ids, tmask)
-    out_ids = torch.full((B, max_new_tokens), int(pad_id), dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    n_gen = torch.zeros(B, dtype=torch.long, device=device)
-    live = torch.arange(B, device=device)  # the rows of the original batch still in the (cached) batch
-    cache = None
-    for t in range(max_new_tokens):
-        with autocast(device, precision):
-            if use_cache:
-                if t == 0:
-                    out = lm_forward(model, embeds, attn, pos, use_cache=True, last_only=True)
-                else:
-                    out = lm_forward(model, step_embeds, attn, pos[:, -1:], cache=cache, use_cache=True,
-                                     last_only=True)
-                cache = output_cache(out)
-            else:
-                out = lm_forward(model, embeds, attn, pos, use_cache=False, last_only=True)
-        nxt = out.logits[:, -1, :].float().argmax(dim=-1)
-        if use_cache:  # rows that stopped leave the batch (below), so every row here is still decoding
-            act = ~done[live]
-            rows_act = live[act]
-            out_ids[rows_act, t] = nxt[act]
-            n_gen[rows_act] += 1
-            done[rows_act] = stop[nxt[act]]
-            if t == max_new_tokens - 1 or bool(done.all()):
-                break
-            running = ~done[live]
-            if not bool(running.all()):
-                if hasattr(cache, "reorder_cache"):
-                    keep = running.nonzero().squeeze(1)
-                    cache.reorder_cache(keep)
-                    live, nxt, attn, pos = live[keep], nxt[keep], attn[keep], pos[keep]
-                else:  # a cache that cannot drop rows: finished rows are fed on, their output ignored
-                    nxt = torch.where(running, nxt, torch.full_like(nxt, int(pad_id)))
-        else:
-            nxt = torch.where(done, torch.full_like(nxt, int(pad_id)), nxt)
-            out_ids[:, t] = nxt
-            n_gen += (~done).long()
-            done = done | stop[nxt]
-            if bool(done.all()) or t == max_new_tokens - 1:
-                break
-        step_embeds = emb(nxt).unsqueeze(1)
-        # finished rows that stay in the batch keep being fed (their output is ignored); their mask stays 1
-        attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
-        pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
-        if not use_cache:
-            embeds = torch.cat([embeds, step_embeds.to(embeds.dtype)], dim=1)
-    res = out_ids.cpu().tolist()
-    return [r[: int(n)] for r, n in zip(res, n_gen.cpu().tolist())]
+        out = lm_forward(model, batch.embeds, batch.attn, batch.pos[:, -1:] if cached else batch.pos,
+                         cache=batch.cache if cached else None, use_cache=use_cache, last_only=True)
+    if use_cache:
+        batch.cache = output_cache(out)
+    return out.logits[:, -1, :].float().argmax(dim=-1)
+
+
+def _drop_finished(batch: _Batch, nxt: torch.Tensor, done: torch.Tensor, pad_id: int,
+                   use_cache: bool) -> torch.Tensor:
+    """The tokens to feed next: rows that stopped leave a cached batch (``Cache.reorder_cache``); where they stay
+    (no cache, or a cache that cannot drop rows) they are fed padding and their output is ignored."""
+    running = ~done[batch.live]
+    if bool(running.all()):
+        return nxt
+    if use_cache and hasattr(batch.cache, "reorder_cache"):
+        keep = running.nonzero().squeeze(1)
+        batch.cache.reorder_cache(keep)
+        batch.live, batch.attn, batch.pos = batch.live[keep], batch.attn[keep], batch.pos[keep]
+        return nxt[keep]
+    return torch.where(running, nxt, torch.full_like(nxt, int(pad_id)))
+
+
+def _feed(model: torch.nn.Module, batch: _Batch, nxt: torch.Tensor, use_cache: bool) -> None:
+    """Append ``nxt`` to every row (mask 1, next position); with the cache the next forward takes it alone."""
+    step = model.get_input_embeddings()(nxt).unsqueeze(1)
+    batch.attn = torch.cat([batch.attn, batch.attn.new_ones((batch.attn.shape[0], 1))], dim=1)
+    batch.pos = torch.cat([batch.pos, batch.pos[:, -1:] + 1], dim=1)
+    batch.embeds = step if use_cache else torch.cat([batch.embeds, step.to(batch.embeds.dtype)], dim=1)
 
 
 def decode_prediction(tokenizer: Any, new_ids: Sequence[int]) -> str:
@@ -133,130 +176,96 @@ def decode_prediction(tokenizer: Any, new_ids: Sequence[int]) -> str:
     return text.split("\n", 1)[0].strip()
 
 
+@dataclass
+class Decoder:
+    """A frozen model ready to decode the rows of one layout: its tokenizer (stop ids, padding), the soft prompt
+    (None: none), device and precision."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    prompt: torch.Tensor | None = None
+    device: torch.device | None = None
+    precision: str = "fp32"
+    stop_ids: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stop_ids = stop_token_ids(self.tokenizer)
+
+    def new_ids(self, rows: Sequence[Sequence[int]], max_new_tokens: int) -> list[list[int]]:
+        """:func:`greedy_generate` of one batch of rows."""
+        return greedy_generate(self.model, self.prompt, rows, max_new_tokens, self.tokenizer.pad_token_id,
+                               self.stop_ids, device=self.device, precision=self.precision)
+
+    def timed(self, rows: Sequence[Sequence[int]], max_new_tokens: int) -> tuple[list[list[int]], float]:
+        """(new ids, wall seconds) of one batch."""
+        t0 = time.perf_counter()
+        new = self.new_ids(rows, max_new_tokens)
+        return new, time.perf_counter() - t0
+
+    def texts(self, rows: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int,
+              log: Callable[[str], None] | None = None) -> list[str]:
+        """Predictions for token rows, decoded in length-sorted batches (output in input order)."""
+        order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
+        preds: list[str] = [""] * len(rows)
+        t0 = time.time()
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            for i, n in zip(idx, self.new_ids([rows[i] for i in idx], max_new_tokens)):
+                preds[i] = decode_prediction(self.tokenizer, n)
+            if log:
+                log(f"decoded {min(s + batch_size, len(order))}/{len(order)} ({time.time() - t0:.1f}s)")
+        return preds
+
+
 def generate_texts(model: torch.nn.Module, tokenizer: Any, prompt: torch.Tensor | None,
                    rows: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int,
                    device: torch.device | None = None, precision: str = "fp32",
                    log: Callable[[str], None] | None = None) -> list[str]:
-    """Predictions for token rows, decoded in length-sorted batches (output in input order)."""
-    stops = stop_token_ids(tokenizer)
-    order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
-    preds: list[str] = [""] * len(rows)
-    t0 = time.time()
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        new = greedy_generate(model, prompt, [rows[i] for i in idx], max_new_tokens, tokenizer.pad_token_id,
-                              stops, device=device, precision=precision)
-        for i, n in zip(idx, new):
-            preds[i] = decode_prediction(tokenizer, n)
-        if log:
-            log(f"decoded {min(s + batch_size, len(order))}/{len(order)} ({time.time() - t0:.1f}s)")
-    return preds
+    """Predictions for token rows (:meth:`Decoder.texts`)."""
+    return Decoder(model, tokenizer, prompt, device, precision).texts(rows, max_new_tokens, batch_size, log)
 
 
 # ---- the whole job (what the predict rule runs): load -> run -> write --------------------------
-@dataclass
-class PredictInputs:
-    """A decoding job, loaded and encoded (:func:`load_predict_inputs`)."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    prompt: torch.Tensor | None
-    device: torch.device
-    precision: str
-    max_new_tokens: int
-    records: list[dict[str, Any]]
-    examples: list[Encoded]
-
-    @property
-    def prompt_length(self) -> int:
-        return 0 if self.prompt is None else int(self.prompt.shape[0])
-
-
-def predict_layout(params: dict[str, Any], train_path: str | None, retrieval_path: str | None) -> int:
-    """``n_demos`` of a decoding job: > 0 needs the train split and the retrieval file, 0 takes neither."""
-    n_demos = demo_count(params, "predict_job")
-    if n_demos > 0 and (not retrieval_path or not train_path):
-        raise ValueError(f"predict_job: n_demos {n_demos} needs the train split and the retrieval file")
-    if n_demos == 0 and (retrieval_path or train_path):
-        raise ValueError("predict_job: n_demos 0 decodes without demos; pass no train split / retrieval file")
-    return n_demos
-
-
-def load_job_prompt(prompt_path: str | None, model: torch.nn.Module, params: dict[str, Any]) -> torch.Tensor | None:
-    """The soft prompt at ``prompt_path`` (checked against the model and ``params["length"]``), or None."""
-    from iclpt.engine.soft_prompt import load_prompt
-
-    if not prompt_path:
-        return None
-    length = int(params["length"]) if params.get("length") is not None else None
-    prompt, _ = load_prompt(prompt_path, hidden_size=int(model.get_input_embeddings().weight.shape[1]),
-                            length=length)
-    return prompt
-
-
-def _encode_test(tokenizer: Any, params: dict[str, Any], test_path: str, train_path: str | None,
-                 retrieval_path: str | None, n_demos: int, n_virtual: int, max_length: int,
-                 ) -> tuple[list[dict[str, Any]], list[Encoded], dict[str, int]]:
-    from iclpt.io import read_jsonl
-
-    all_records = read_jsonl(test_path, required=("id", "input", "references"))
-    records = all_records[: int(params["max_examples"])] if params.get("max_examples") else all_records
-    pool: dict[str, dict[str, Any]] = {}
-    ret = None
-    if n_demos > 0:
-        pool = index_by_id(read_jsonl(train_path, required=("id", "input", "target")), str(train_path))
-        ret = load_retrieval(str(retrieval_path), all_records, pool, n_demos, str(test_path), str(train_path),
-                             exclude_self=False)
-    encoder = Encoder(tokenizer, Template(params["input_label"], params["output_label"]))
-    examples, stats = build_examples(encoder, records, ret, pool, n_demos, n_virtual, max_length,
-                                     with_target=False, max_new_tokens=int(params["max_new_tokens"]),
-                                     exclude_self=False)
-    return records, examples, stats
+def predict_job_inputs(params: dict[str, Any], test_path: str, train_path: str | None, retrieval_path: str | None,
+                       prompt_path: str | None) -> JobInputs:
+    """What a decoding job reads: the test split (its first ``max_examples``), demos from the train split when
+    ``n_demos`` > 0, the soft prompt file if any."""
+    n_demos = demo_layout(params, "predict_job", {"the train split": train_path,
+                                                  "the retrieval file": retrieval_path})
+    limit = int(params["max_examples"]) if params.get("max_examples") else None
+    test = SplitSpec(test_path, retrieval_path, limit=limit, with_target=False, exclude_self=False)
+    return JobInputs(splits={"test": test}, n_demos=n_demos, train_path=train_path, prompt_path=prompt_path,
+                     max_length=int(params.get("max_length", 1024)), max_new_tokens=int(params["max_new_tokens"]))
 
 
 def load_predict_inputs(*, model_path: str, test_path: str, params: dict[str, Any], train_path: str | None = None,
                         retrieval_path: str | None = None, prompt_path: str | None = None,
-                        log: Callable[[str], None] | None = None) -> PredictInputs:
+                        log: Callable[[str], None] | None = None) -> Job:
     """Check the params, load the frozen model (and the soft prompt, if any) and encode the test split."""
-    from iclpt.models.loading import load_model, max_positions, resolve_device, resolve_precision, seed_everything
-
     say = log or (lambda s: None)
-    n_demos = predict_layout(params, train_path, retrieval_path)
-    device = resolve_device(params.get("device", "cpu"))
-    precision = resolve_precision(params.get("precision", "fp32"), device)
-    seed_everything(int(params.get("seed", 0)))
-    model, tokenizer = load_model(model_path, device=device, precision=precision)
-    prompt = load_job_prompt(prompt_path, model, params)
-    n_virtual = 0 if prompt is None else int(prompt.shape[0])
-    max_new = int(params["max_new_tokens"])
-    max_length = int(params.get("max_length", 1024))
-    mp = max_positions(model)
-    if mp:
-        max_length = min(max_length, mp)
-    records, examples, stats = _encode_test(tokenizer, params, test_path, train_path, retrieval_path, n_demos,
-                                            n_virtual, max_length)
-    say(f"{len(examples)} test examples, truncation {stats}")
-    return PredictInputs(model=model, tokenizer=tokenizer, prompt=prompt, device=device, precision=precision,
-                         max_new_tokens=max_new, records=records, examples=examples)
+    job = load_job(model_path, params, predict_job_inputs(params, test_path, train_path, retrieval_path,
+                                                          prompt_path))
+    say(f"{len(job.examples('test'))} test examples, truncation {job.splits['test'].stats}")
+    return job
 
 
-def run_prediction(inputs: PredictInputs, batch_size: int, log: Callable[[str], None] | None = None) -> list[str]:
+def run_prediction(job: Job, batch_size: int, log: Callable[[str], None] | None = None) -> list[str]:
     """Greedy predictions of the encoded test examples (input order)."""
-    x = inputs
-    return generate_texts(x.model, x.tokenizer, x.prompt, [e.ids for e in x.examples], x.max_new_tokens,
-                          batch_size, device=x.device, precision=x.precision, log=log)
+    decoder = Decoder(job.model, job.tokenizer, job.prompt, job.device, job.precision)
+    return decoder.texts([e.ids for e in job.examples("test")], job.inputs.max_new_tokens, batch_size, log)
 
 
-def write_predictions(out_path: str | os.PathLike[str], inputs: PredictInputs, preds: Sequence[str],
+def write_predictions(out_path: str | os.PathLike[str], job: Job, preds: Sequence[str],
                       params: dict[str, Any]) -> int:
     """Write ``predictions.jsonl`` (``params["method"]`` and ``params["demos"]`` are labels only)."""
     from iclpt.io import write_jsonl_atomic
 
+    test = job.splits["test"]
     out_rows = []
-    for r, e, p in zip(inputs.records, inputs.examples, preds):
+    for r, e, p in zip(test.records, test.examples, preds):
         out_rows.append({
             "id": r["id"], "task": params.get("task"), "model": params.get("model"), "method": str(params["method"]),
-            "seed": int(params.get("seed", 0)), "prompt_length": inputs.prompt_length,
+            "seed": int(params.get("seed", 0)), "prompt_length": job.prompt_length,
             "demo_source": str(params.get("demos", "none")), "demo_ids": e.meta["demo_ids"],
             "demo_scores": e.meta["demo_scores"], "input_text": e.text, "prediction": p,
             "references": r["references"], "meta": r.get("meta", {}),
@@ -280,7 +289,7 @@ def predict_job(*, model_path: str, test_path: str, out_path: str | os.PathLike[
     are labels written to each row.
     """
     say = log or (lambda s: None)
-    inputs = load_predict_inputs(model_path=model_path, test_path=test_path, params=params, train_path=train_path,
-                                 retrieval_path=retrieval_path, prompt_path=prompt_path, log=say)
-    preds = run_prediction(inputs, int(params.get("batch_size", 16)), log=say)
-    return write_predictions(out_path, inputs, preds, params)
+    job = load_predict_inputs(model_path=model_path, test_path=test_path, params=params, train_path=train_path,
+                              retrieval_path=retrieval_path, prompt_path=prompt_path, log=say)
+    preds = run_prediction(job, int(params.get("batch_size", 16)), log=say)
+    return write_predictions(out_path, job, preds, params)

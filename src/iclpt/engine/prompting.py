@@ -158,7 +158,7 @@ class Batch:
     labels: torch.Tensor
     n_target: int
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         return Batch(self.input_ids.to(device), self.token_mask.to(device), self.labels.to(device), self.n_target)
 
 

@@ -1,4 +1,5 @@
-"""The soft prompt: ``n_virtual_tokens x hidden`` trainable vectors fed to a frozen causal LM through ``inputs_embeds``.
+"""The soft prompt: ``n_virtual_tokens x hidden`` vectors (a float32 tensor; training makes it a bare
+``nn.Parameter``) fed to a frozen causal LM through ``inputs_embeds``.
 
 Layout of one batch (see :func:`assemble_inputs`): every row is ``[pad ... pad][P_1 .. P_n][t_1 .. t_m]``; the
 prompt sits right before the row's first real token, so left padding never separates prompt and text, and the
@@ -22,27 +23,6 @@ from torch import nn
 
 INITS = ("vocab", "random", "text", "file")
 PROMPT_KEY = "prompt"
-
-
-class SoftPrompt(nn.Module):
-    """``weight``: the prompt vectors ``[n_virtual_tokens, hidden]`` (float32 master copy)."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        if weight.dim() != 2:
-            raise ValueError(f"soft prompt must be 2-D [n, hidden], got shape {tuple(weight.shape)}")
-        self.weight = nn.Parameter(weight.detach().clone().float())
-
-    @property
-    def n_virtual_tokens(self) -> int:
-        return int(self.weight.shape[0])
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.weight.shape[1])
-
-    def forward(self) -> torch.Tensor:  # pragma: no cover - trivial
-        return self.weight
 
 
 # ---- initialisation ------------------------------------------------------------------------------
@@ -132,7 +112,8 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     blobs, offset = [], 0
     for name in sorted(tensors):
         data = tensors[name].detach().to(torch.float32).cpu().contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -148,7 +129,7 @@ def load_prompt(path: str | os.PathLike[str], hidden_size: int | None = None,
     ``hidden_size`` or a number of vectors other than ``length`` raise ValueError naming the file and both shapes."""
     from safetensors import safe_open
 
-    from iclpt.orchestration.checks import check_safetensors
+    from iclpt.artifacts import check_safetensors
 
     path = Path(path)
     if not path.is_file():

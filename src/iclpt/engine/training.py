@@ -15,9 +15,11 @@
   optimiser, scheduler, RNG states, data position, log so far); ``key`` hashes the job's parameters and input
   data, so a rerun of the same job resumes and a changed job starts afresh (:mod:`iclpt.engine.checkpoint`). The
   folder is removed once the outputs are written.
-- The job (:func:`train_job`) is load (:func:`load_train_inputs`) -> run (:func:`run_training`) -> write
-  (:func:`write_train_outputs`); the input layout comes from ``params["n_demos"]`` alone (0: ``[P] query``,
-  > 0: ``[P] demos query``), never from the method name.
+- One step is public (:func:`start_training`, :func:`train_step` on a :class:`TrainRun`), so that the run plan
+  (:mod:`iclpt.orchestration.calibrate`) and the benchmarks time the job's own step.
+- The job (:func:`train_job`) is load (:func:`load_train_inputs`, through :func:`iclpt.engine.job.load_job`) ->
+  run (:func:`run_training`) -> write (:func:`write_train_outputs`); the input layout comes from
+  ``params["n_demos"]`` alone (0: ``[P] query``, > 0: ``[P] demos query``), never from the method name.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iclpt.engine.checkpoint import _rng_state, _set_rng_state, checkpoint_key, load_checkpoint, save_checkpoint
-from iclpt.models.loading import autocast, target_logits
-from iclpt.engine.prompting import (IGNORE, Batch, Encoded, build_examples, demo_count, index_by_id, load_retrieval,
-                             make_batch)
+from iclpt.engine.checkpoint import job_checkpoint_dir, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from iclpt.engine.job import Job, JobInputs, SplitSpec, demo_layout, load_job
+from iclpt.engine.prompting import IGNORE, Batch, Encoded, make_batch
 from iclpt.engine.soft_prompt import assemble_inputs
+from iclpt.models.loading import autocast, target_logits
 
 BUCKET_WINDOW = 50  # batches per sorting window of the length-bucketed sampler
 
@@ -64,7 +66,7 @@ class TrainConfig:
     max_length: int = 1024
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
         d = dict(d or {})
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
@@ -192,8 +194,21 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 # ---- the loop -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainRun:
+    """What stays fixed while a prompt trains: the frozen model, the encoded examples, the settings."""
+
+    model: torch.nn.Module
+    train_examples: Sequence[Encoded]
+    dev_examples: Sequence[Encoded]
+    cfg: TrainConfig
+    pad_id: int
+    device: torch.device
+    precision: str = "fp32"
+
+
 @dataclass
-class _Loop:
+class TrainState:
     """Mutable state of one training run (what a checkpoint holds)."""
 
     prompt: torch.nn.Parameter
@@ -210,19 +225,19 @@ class _Loop:
     last_dev: float = math.nan
 
 
-def _start_loop(model: torch.nn.Module, init_prompt: torch.Tensor, train_examples: Sequence[Encoded],
-                cfg: TrainConfig, seed: int, device: torch.device) -> _Loop:
-    for p in model.parameters():
-        if p.requires_grad:
-            raise ValueError("the base model must be frozen (iclpt.engine.soft_prompt.freeze)")
-    prompt = torch.nn.Parameter(init_prompt.detach().clone().float().to(device))
+def start_training(run: TrainRun, init_prompt: torch.Tensor, seed: int) -> TrainState:
+    """A fresh state: the prompt (float32 master copy of ``init_prompt``), optimiser, schedule, batch stream."""
+    if any(p.requires_grad for p in run.model.parameters()):
+        raise ValueError("the base model must be frozen (iclpt.engine.soft_prompt.freeze)")
+    cfg = run.cfg
+    prompt = torch.nn.Parameter(init_prompt.detach().clone().float().to(run.device))
     opt = make_optimizer([prompt], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    stream = DataStream([len(e.ids) for e in train_examples], cfg.batch_size, seed, cfg.bucket_by_length)
-    return _Loop(prompt=prompt, opt=opt, sched=sched, stream=stream, best_prompt=prompt.detach().clone())
+    stream = DataStream([len(e.ids) for e in run.train_examples], cfg.batch_size, seed, cfg.bucket_by_length)
+    return TrainState(prompt=prompt, opt=opt, sched=sched, stream=stream, best_prompt=prompt.detach().clone())
 
 
-def _resume(st: _Loop, ckpt_path: Path, device: torch.device) -> bool:
+def resume(st: TrainState, ckpt_path: Path, device: torch.device) -> bool:
     """Restore ``st`` from ``ckpt_path`` if it exists; True when it did."""
     state = load_checkpoint(ckpt_path)
     if state is None:
@@ -232,7 +247,7 @@ def _resume(st: _Loop, ckpt_path: Path, device: torch.device) -> bool:
     st.opt.load_state_dict(state["optimizer"])
     st.sched.load_state_dict(state["scheduler"])
     st.stream.load(state["data"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     st.step = st.resumed_from = int(state["step"])
     st.best_prompt = state["best_prompt"].to(device)
     st.best_step, st.best_dev = int(state["best_step"]), float(state["best_dev_loss"])
@@ -241,30 +256,35 @@ def _resume(st: _Loop, ckpt_path: Path, device: torch.device) -> bool:
     return True
 
 
-def _checkpoint_state(st: _Loop) -> dict[str, Any]:
+def _checkpoint_state(st: TrainState) -> dict[str, Any]:
     return {"step": st.step, "prompt": st.prompt.detach().cpu(), "optimizer": st.opt.state_dict(),
-            "scheduler": st.sched.state_dict(), "data": st.stream.state(), "rng": _rng_state(),
+            "scheduler": st.sched.state_dict(), "data": st.stream.state(), "rng": rng_state(),
             "best_prompt": st.best_prompt.cpu(), "best_step": st.best_step, "best_dev_loss": st.best_dev,
             "log": st.rows, "tokens": st.tokens_seen}
 
 
-def _train_step(model: torch.nn.Module, st: _Loop, train_examples: Sequence[Encoded], cfg: TrainConfig,
-                pad_id: int, device: torch.device, precision: str) -> dict[str, Any]:
-    """One optimizer step (``grad_accum`` micro-batches); returns its log row."""
-    micro = [make_batch([train_examples[i] for i in st.stream.next()], pad_id) for _ in range(cfg.grad_accum)]
+def draw_step(run: TrainRun, st: TrainState) -> list[Batch]:
+    """The ``grad_accum`` micro-batches of the next step, drawn from the state's stream."""
+    return [make_batch([run.train_examples[i] for i in st.stream.next()], run.pad_id)
+            for _ in range(run.cfg.grad_accum)]
+
+
+def train_step(run: TrainRun, st: TrainState, micro: Sequence[Batch] | None = None) -> dict[str, Any]:
+    """One optimizer step over ``micro`` (default: :func:`draw_step`); returns its log row."""
+    micro = draw_step(run, st) if micro is None else micro
     n_tok = sum(b.n_target for b in micro)
     st.opt.zero_grad(set_to_none=True)
     loss_total = 0.0
     for b in micro:
-        b = b.to(device)
-        with autocast(device, precision):
-            loss_sum, _ = batch_loss_sum(model, st.prompt, b)
+        b = b.to(run.device)
+        with autocast(run.device, run.precision):
+            loss_sum, _ = batch_loss_sum(run.model, st.prompt, b)
         loss = loss_sum / max(n_tok, 1)
         loss.backward()
         loss_total += float(loss.detach())
     grad_norm = float(st.prompt.grad.norm()) if st.prompt.grad is not None else 0.0
-    if cfg.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_([st.prompt], cfg.max_grad_norm)
+    if run.cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_([st.prompt], run.cfg.max_grad_norm)
     lr = st.opt.param_groups[0]["lr"]
     st.opt.step()
     st.sched.step()
@@ -273,11 +293,14 @@ def _train_step(model: torch.nn.Module, st: _Loop, train_examples: Sequence[Enco
     return {"step": st.step, "loss": loss_total, "lr": lr, "grad_norm": grad_norm, "target_tokens": n_tok}
 
 
-def _evaluate(model: torch.nn.Module, st: _Loop, row: dict[str, Any], dev_examples: Sequence[Encoded],
-              cfg: TrainConfig, pad_id: int, device: torch.device, precision: str,
-              say: Callable[[str], None]) -> None:
+def run_dev_loss(run: TrainRun, prompt: torch.Tensor | None) -> float:
+    """:func:`dev_loss` of ``prompt`` on the run's dev examples."""
+    return dev_loss(run.model, prompt, run.dev_examples, run.cfg.batch_size, run.pad_id, run.device, run.precision)
+
+
+def evaluate(run: TrainRun, st: TrainState, row: dict[str, Any], say: Callable[[str], None]) -> None:
     """Dev loss of the current prompt into ``row``; keeps the best prompt."""
-    d = dev_loss(model, st.prompt.detach(), dev_examples, cfg.batch_size, pad_id, device, precision)
+    d = run_dev_loss(run, st.prompt.detach())
     row["dev_loss"] = d
     st.last_dev = d
     if d < st.best_dev or not math.isfinite(st.best_dev):
@@ -293,16 +316,17 @@ def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_exampl
     """Train the soft prompt on a frozen ``model``; returns the best (by dev loss) and final prompts."""
     say = log or (lambda s: None)
     t0 = time.time()
-    st = _start_loop(model, init_prompt, train_examples, cfg, seed, device)
+    run = TrainRun(model, train_examples, dev_examples, cfg, pad_id, device, precision)
+    st = start_training(run, init_prompt, seed)
     ckpt_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir else None
-    if ckpt_path and _resume(st, ckpt_path, device):
+    if ckpt_path and resume(st, ckpt_path, device):
         say(f"resumed from {ckpt_path} at step {st.step}")
     model.eval()
     st.last_dev = st.rows[-1].get("dev_loss", math.nan) if st.rows else math.nan
     while st.step < cfg.max_steps:
-        row = _train_step(model, st, train_examples, cfg, pad_id, device, precision)
+        row = train_step(run, st)
         if st.step % cfg.eval_every == 0 or st.step == cfg.max_steps:
-            _evaluate(model, st, row, dev_examples, cfg, pad_id, device, precision, say)
+            evaluate(run, st, row, say)
         st.rows.append(row)
         if ckpt_path and st.step % cfg.checkpoint_every == 0 and st.step < cfg.max_steps:
             save_checkpoint(ckpt_path, _checkpoint_state(st))
@@ -317,23 +341,20 @@ def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_exampl
 # ---- the whole job (what the train_prompt rule runs): load -> run -> write ----------------------
 @dataclass
 class TrainInputs:
-    """A training job, loaded and encoded (:func:`load_train_inputs`)."""
+    """A training job, loaded and encoded (:func:`load_train_inputs`): the job (splits ``train`` and ``dev``),
+    its settings, seed, prompt length, checkpoint folder, initial prompt and model facts."""
 
+    job: Job
     cfg: TrainConfig
     seed: int
     length: int
-    n_demos: int
-    device: torch.device
-    precision: str
     checkpoint_dir: Path | None
-    model: torch.nn.Module
-    tokenizer: Any
-    model_info: dict[str, Any]
-    max_length: int
-    train_examples: list[Encoded]
-    dev_examples: list[Encoded]
-    truncation: dict[str, dict[str, int]]
     init_prompt: torch.Tensor
+    model_info: dict[str, Any]
+
+    def run(self) -> TrainRun:
+        j = self.job
+        return TrainRun(j.model, j.examples("train"), j.examples("dev"), self.cfg, j.pad_id, j.device, j.precision)
 
 
 @dataclass
@@ -344,90 +365,53 @@ class TrainOutcome:
     initial_dev_loss: float
 
 
-def train_layout(params: dict[str, Any], train_retrieval: str | None, dev_retrieval: str | None) -> int:
-    """``n_demos`` of a training job: > 0 prepends demos (both retrieval files needed), 0 trains without."""
-    n_demos = demo_count(params, "train_job")
-    if n_demos == 0 and (train_retrieval or dev_retrieval):
-        raise ValueError("train_job: n_demos 0 trains without demos; pass no train/dev retrieval files")
-    if n_demos > 0 and (not train_retrieval or not dev_retrieval):
-        raise ValueError(f"train_job: n_demos {n_demos} needs the train and dev retrieval files")
-    return n_demos
-
-
-def job_checkpoint_dir(params: dict[str, Any], model_path: str, files: Sequence[str],
-                       checkpoint_root: str | os.PathLike[str] | None) -> Path | None:
-    """``<checkpoint_root>/<key>`` of the job (the model folder counts among its inputs), or None."""
-    if not checkpoint_root:
-        return None
-    files = list(files) + ([model_path] if os.path.isdir(model_path) else [])
-    return Path(checkpoint_root) / checkpoint_key({**params, "model_path": model_path}, files)
-
-
-def _encode_splits(encoder: Any, train_path: str, dev_path: str, train_retrieval: str | None,
-                   dev_retrieval: str | None, n_demos: int, length: int, max_length: int, dev_examples: int,
-                   ) -> tuple[list[Encoded], list[Encoded], dict[str, dict[str, int]]]:
-    from iclpt.io import read_jsonl
-
-    train_recs = read_jsonl(train_path, required=("id", "input", "target"))
-    all_dev = read_jsonl(dev_path, required=("id", "input", "target"))
-    dev_recs = all_dev[:dev_examples]
-    pool = index_by_id(train_recs, train_path)
-    tr_ret = dv_ret = None
-    if n_demos > 0:
-        tr_ret = load_retrieval(train_retrieval, train_recs, pool, n_demos, train_path, train_path)
-        dv_ret = load_retrieval(dev_retrieval, all_dev, pool, n_demos, dev_path, train_path)
-    train_ex, train_stats = build_examples(encoder, train_recs, tr_ret, pool, n_demos, length, max_length)
-    dev_ex, dev_stats = build_examples(encoder, dev_recs, dv_ret, pool, n_demos, length, max_length)
-    return train_ex, dev_ex, {"train": train_stats, "dev": dev_stats}
+def train_job_inputs(params: dict[str, Any], cfg: TrainConfig, train_path: str, dev_path: str,
+                     train_retrieval: str | None, dev_retrieval: str | None) -> JobInputs:
+    """What a training job reads: the train split (also the demo pool) and the first ``dev_examples`` of dev."""
+    n_demos = demo_layout(params, "train_job", {"the train retrieval file": train_retrieval,
+                                                "the dev retrieval file": dev_retrieval})
+    splits = {"train": SplitSpec(train_path, train_retrieval),
+              "dev": SplitSpec(dev_path, dev_retrieval, limit=cfg.dev_examples)}
+    return JobInputs(splits=splits, n_demos=n_demos, train_path=train_path, n_virtual=int(params["length"]),
+                     max_length=cfg.max_length)
 
 
 def load_train_inputs(*, model_path: str, train_path: str, dev_path: str, params: dict[str, Any],
                       train_retrieval: str | None = None, dev_retrieval: str | None = None,
                       checkpoint_root: str | os.PathLike[str] | None = None,
                       log: Callable[[str], None] | None = None) -> TrainInputs:
-    """Check the params, load the frozen model and encode the train / dev examples."""
-    from iclpt.models.loading import load_model, model_info, resolve_device, resolve_precision, seed_everything
-    from iclpt.engine.prompting import Encoder, Template
+    """Check the params, load the frozen model, encode the train / dev examples, initialise the prompt."""
     from iclpt.engine.soft_prompt import init_prompt
+    from iclpt.models.loading import model_info
 
     say = log or (lambda s: None)
-    n_demos = train_layout(params, train_retrieval, dev_retrieval)
     cfg = TrainConfig.from_dict(params.get("train"))
+    inputs = train_job_inputs(params, cfg, train_path, dev_path, train_retrieval, dev_retrieval)
     seed, length = int(params["seed"]), int(params["length"])
     pcfg = dict(params.get("prompt") or {})
-    device = resolve_device(params.get("device", "cpu"))
-    precision = resolve_precision(params.get("precision", "fp32"), device)
     files = [train_path, dev_path] + [f for f in (train_retrieval, dev_retrieval) if f]
     ckpt_dir = job_checkpoint_dir(params, model_path, files, checkpoint_root)
-
-    seed_everything(seed)
-    model, tokenizer = load_model(model_path, device=device, precision=precision)
-    info = model_info(model)
-    max_length = min(cfg.max_length, info["max_positions"]) if info["max_positions"] else cfg.max_length
-    encoder = Encoder(tokenizer, Template(params["input_label"], params["output_label"]))
-    train_ex, dev_ex, stats = _encode_splits(encoder, train_path, dev_path, train_retrieval, dev_retrieval,
-                                             n_demos, length, max_length, cfg.dev_examples)
-    say(f"{len(train_ex)} train / {len(dev_ex)} dev examples; truncation {stats['train']} / {stats['dev']}")
-    init = init_prompt(model, length, init=pcfg.get("init", "vocab"), seed=seed,
+    job = load_job(model_path, params, inputs)
+    info = model_info(job.model)
+    stats = {s: job.splits[s].stats for s in ("train", "dev")}
+    say(f"{len(job.examples('train'))} train / {len(job.examples('dev'))} dev examples; "
+        f"truncation {stats['train']} / {stats['dev']}")
+    init = init_prompt(job.model, length, init=pcfg.get("init", "vocab"), seed=seed,
                        init_vocab_size=int(pcfg.get("init_vocab_size", 5000)), init_text=pcfg.get("init_text"),
-                       init_file=pcfg.get("init_file"), tokenizer=tokenizer)
-    return TrainInputs(cfg=cfg, seed=seed, length=length, n_demos=n_demos, device=device, precision=precision,
-                       checkpoint_dir=ckpt_dir, model=model, tokenizer=tokenizer, model_info=info,
-                       max_length=max_length, train_examples=train_ex, dev_examples=dev_ex, truncation=stats,
-                       init_prompt=init)
+                       init_file=pcfg.get("init_file"), tokenizer=job.tokenizer)
+    return TrainInputs(job=job, cfg=cfg, seed=seed, length=length, checkpoint_dir=ckpt_dir, init_prompt=init,
+                       model_info=info)
 
 
 def run_training(inputs: TrainInputs, log: Callable[[str], None] | None = None,
                  stop_after: int | None = None) -> TrainOutcome:
     """Dev loss of the initial prompt, then :func:`train_prompt` (resuming from the job's checkpoint)."""
     say = log or (lambda s: None)
-    x = inputs
-    pad_id = x.tokenizer.pad_token_id
-    init_dev = dev_loss(x.model, x.init_prompt.to(x.device), x.dev_examples, x.cfg.batch_size, pad_id, x.device,
-                        x.precision)
+    x, run = inputs, inputs.run()
+    init_dev = run_dev_loss(run, x.init_prompt.to(run.device))
     say(f"dev loss of the initial prompt: {init_dev:.4f}")
-    result = train_prompt(x.model, x.init_prompt, x.train_examples, x.dev_examples, x.cfg, x.seed, pad_id,
-                          x.device, x.precision, checkpoint_dir=x.checkpoint_dir, log=say, stop_after=stop_after)
+    result = train_prompt(run.model, x.init_prompt, run.train_examples, run.dev_examples, x.cfg, x.seed, run.pad_id,
+                          run.device, run.precision, checkpoint_dir=x.checkpoint_dir, log=say, stop_after=stop_after)
     return TrainOutcome(result=result, initial_dev_loss=init_dev)
 
 
@@ -436,16 +420,17 @@ def train_meta(inputs: TrainInputs, outcome: TrainOutcome, params: dict[str, Any
     """The job's ``meta.json`` (``params["method"]`` and ``params["demos"]`` are labels only)."""
     from iclpt.io import provenance
 
-    x, r = inputs, outcome.result
+    x, j, r = inputs, inputs.job, outcome.result
     return {
         "task": params.get("task"), "model": params.get("model"), "model_path": model_path,
         "method": params["method"], "prompt_length": x.length, "demo_source": params.get("demos"),
-        "seed": x.seed, "n_demos": x.n_demos, "steps": r.steps, "best_step": r.best_step,
+        "seed": x.seed, "n_demos": j.inputs.n_demos, "steps": r.steps, "best_step": r.best_step,
         "best_dev_loss": r.best_dev_loss, "final_dev_loss": r.final_dev_loss,
         "initial_dev_loss": outcome.initial_dev_loss, "resumed_from_step": r.resumed_from,
-        "train_seconds": r.seconds, "train_target_tokens": r.train_target_tokens, "device": str(x.device),
-        "precision": x.precision, "max_length": x.max_length, "model_info": x.model_info,
-        "n_train": len(x.train_examples), "n_dev": len(x.dev_examples), "truncation": x.truncation,
+        "train_seconds": r.seconds, "train_target_tokens": r.train_target_tokens, "device": str(j.device),
+        "precision": j.precision, "max_length": j.max_length, "model_info": x.model_info,
+        "n_train": len(j.examples("train")), "n_dev": len(j.examples("dev")),
+        "truncation": {s: j.splits[s].stats for s in ("train", "dev")},
         "checkpoint_key": x.checkpoint_dir.name if x.checkpoint_dir else None,
         "provenance": provenance(params),
     }
@@ -454,8 +439,8 @@ def train_meta(inputs: TrainInputs, outcome: TrainOutcome, params: dict[str, Any
 def write_train_outputs(out_dir: str | os.PathLike[str], inputs: TrainInputs, outcome: TrainOutcome,
                         params: dict[str, Any], model_path: str) -> dict[str, Any]:
     """Write ``out_dir/{prompt.safetensors, peft/, train_log.jsonl, meta.json}``, drop the checkpoint."""
-    from iclpt.io import write_json_atomic, write_jsonl_atomic
     from iclpt.engine.soft_prompt import export_peft, save_prompt
+    from iclpt.io import write_json_atomic, write_jsonl_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -464,7 +449,7 @@ def write_train_outputs(out_dir: str | os.PathLike[str], inputs: TrainInputs, ou
     save_prompt(out / "prompt.safetensors", best,
                 {k: meta[k] for k in ("task", "model", "method", "prompt_length", "demo_source", "seed",
                                       "best_step", "best_dev_loss")})
-    export_peft(out / "peft", best, inputs.model.config, base_model_name_or_path=model_path)
+    export_peft(out / "peft", best, inputs.job.model.config, base_model_name_or_path=model_path)
     write_jsonl_atomic(out / "train_log.jsonl", outcome.result.log)
     write_json_atomic(out / "meta.json", meta)
     ckpt_dir = inputs.checkpoint_dir

@@ -5,7 +5,10 @@ Every metric returns a :class:`MetricResult`: the corpus-level value (0-100), th
 ``None`` for an example that was not evaluated), how many examples were evaluated and skipped, and why.
 
 Which metrics a task has, and how exact match normalises its answers, live with the task
-(``iclpt.data.tasks.<task>``: ``metrics``, ``normalize_answer``); this module computes them:
+(``iclpt.data.tasks.<task>``: ``metrics``, ``normalize_answer``); this module computes them. The metric registry
+(:data:`METRICS`, one :class:`Metric` line each) says per metric how it scores, how its corpus value aggregates the
+examples, what it needs (the task's databases), whether higher is better and which bootstrap interval it takes;
+``compute_metric``, the score rule's database input and the reports' primary-metric fallback read it.
 
 * ``exact_match``: ``task.normalize_answer(prediction) == task.normalize_answer(reference)`` for any reference.
   The default collapses whitespace runs and strips the ends; MTOP overrides it to strip the ends only, as its
@@ -17,9 +20,10 @@ Which metrics a task has, and how exact match normalises its answers, live with 
   (``iclpt.evaluation.spider_eval.exact_set_match``, taoyds/test-suite-sql-eval semantics: values and DISTINCT ignored,
   SELECT/WHERE/... compared as sets, join conditions not compared). The schema is read from
   ``<database_dir>/<db_id>/<db_id>.sqlite`` (``schema_from_sqlite``), with the foreign keys of the
-  ``tables.json`` entry (``test_tables.json`` beside ``test_database/``) when that file sits next to
-  ``database_dir``, as the official does. An unparsable prediction is wrong; a missing ``db_id``, a missing
-  database file or an unparsable *gold* is *not evaluated* (``n_skipped`` with the reason).
+  ``tables.json`` entry beside ``database_dir`` when the task has one (``Task.database_tables``: Spider's
+  ``test_tables.json`` beside ``test_database/``), as the official does. An unparsable prediction is wrong; a
+  missing ``db_id``, a missing database file or an unparsable *gold* is *not evaluated* (``n_skipped`` with the
+  reason).
 * ``execution_accuracy`` (Spider): ``iclpt.evaluation.spider_eval.execution_match`` (the official ``--etype exec``
   defaults) on ``<database_dir>/<db_id>/<db_id>.sqlite`` opened read-only with a per-query timeout: DISTINCT
   removed from both queries, result rows compared as multisets up to a permutation of columns, as ordered lists
@@ -38,16 +42,15 @@ Which metrics a task has, and how exact match normalises its answers, live with 
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from iclpt.data.tasks import Task, get_task
+from iclpt.data.tasks.base import database_file
 from iclpt.io import DataError, PathLike, read_jsonl
-from iclpt.data.tasks import get_task
 
 #: keys every prediction line must carry (docs/architecture.md)
 PREDICTION_FIELDS = (
@@ -101,7 +104,9 @@ def reference_streams(references: Sequence[Sequence[str]]) -> list[list[str | No
 
 
 def bleu_metric() -> Any:
-    """The sacrebleu BLEU of every score (the defaults of sacrebleu.corpus_bleu); iclpt.reporting.stats rescores with it."""
+    """The sacrebleu BLEU of every score (the defaults of sacrebleu.corpus_bleu).
+
+    iclpt.reporting.stats rescores with it."""
     import sacrebleu
 
     return sacrebleu.BLEU()
@@ -157,68 +162,24 @@ def exact_match(
 
 
 # ---- Spider: exact set match and execution accuracy ------------------------------------------------------
-class QueryTimeout(Exception):
-    pass
-
-
-def database_path(database_dir: PathLike, db_id: str) -> Path:
-    return Path(database_dir) / db_id / f"{db_id}.sqlite"
-
-
-def run_sql(db_path: PathLike, sql: str, timeout_s: float = 10.0) -> list[tuple]:
-    """Execute one query on a database opened read-only; raise sqlite3.Error or QueryTimeout."""
-    uri = Path(db_path).resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=1.0)
-    deadline = time.monotonic() + timeout_s
-    timed_out = False
-
-    def _progress() -> int:
-        nonlocal timed_out
-        if time.monotonic() > deadline:
-            timed_out = True
-            return 1
-        return 0
-
-    try:
-        conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
-        conn.set_progress_handler(_progress, 1000)
-        try:
-            rows = conn.execute(sql).fetchall()
-        except sqlite3.OperationalError:
-            if timed_out:
-                raise QueryTimeout(f"query exceeded {timeout_s}s") from None
-            raise
-        return [tuple(r) for r in rows]
-    finally:
-        conn.close()
-
-
 def _spider_db(db_id: str | None, database_dir: PathLike, reasons: Counter[str]) -> Path | None:
     """The example's SQLite file, or None after counting why it cannot be evaluated."""
     if not db_id:
         reasons["no db_id in meta"] += 1
         return None
-    path = database_path(database_dir, db_id)
+    path = database_file(database_dir, db_id)
     if not path.is_file():
         reasons[f"database missing: {db_id}"] += 1
         return None
     return path
 
 
-def tables_json_for(database_dir: PathLike) -> Path | None:
-    """The tables.json beside a Spider database folder (``test_tables.json`` beside ``test_database``)."""
-    d = Path(database_dir)
-    name = "test_tables.json" if d.name == "test_database" else "tables.json"
-    path = d.parent / name
-    return path if path.is_file() else None
-
-
-def _tables_entries(database_dir: PathLike) -> dict[str, dict[str, Any]]:
-    path = tables_json_for(database_dir)
+def _tables_entries(path: PathLike | None) -> dict[str, dict[str, Any]]:
+    """{db_id: entry} of a tables.json (empty when there is none or it does not read)."""
     if path is None:
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, list):
@@ -248,13 +209,16 @@ def exact_set_match(
     references: Sequence[Sequence[str]],
     db_ids: Sequence[str | None],
     database_dir: PathLike | None,
+    tables_json: PathLike | None = None,
 ) -> MetricResult:
-    """Official Spider exact set match (x100) over the evaluable examples (see module doc)."""
-    from iclpt.evaluation.spider_eval import SqlParseError, exact_set_match as esm, schema_from_sqlite
+    """Official Spider exact set match (x100) over the evaluable examples (see module doc); the foreign keys
+    come from `tables_json` when given (the task's ``database_tables``)."""
+    from iclpt.evaluation.spider_eval import SqlParseError, schema_from_sqlite
+    from iclpt.evaluation.spider_eval import exact_set_match as esm
 
     if database_dir is None:
         raise MetricError("exact_set_match needs database_dir (the folder holding <db_id>/<db_id>.sqlite)")
-    entries = _tables_entries(database_dir)
+    entries = _tables_entries(tables_json)
     per: list[float | None] = []
     reasons: Counter[str] = Counter()
     wrong: Counter[str] = Counter()
@@ -282,7 +246,7 @@ def exact_set_match(
             wrong["prediction does not parse"] += 1
         per.append(100.0 if ok else 0.0)
     return _over_evaluated("exact_set_match", per, reasons, {
-        "wrong_reasons": dict(wrong), "tables_json": str(tables_json_for(database_dir) or "") or None})
+        "wrong_reasons": dict(wrong), "tables_json": str(tables_json) if tables_json else None})
 
 
 def execution_accuracy(
@@ -293,7 +257,13 @@ def execution_accuracy(
     timeout_s: float = 10.0,
 ) -> MetricResult:
     """Fraction (x100) of evaluable examples whose predicted SQL returns the gold result (see module doc)."""
-    from iclpt.evaluation.spider_sql.execution import QueryFailed, postprocess, remove_distinct, results_equal, run_query
+    from iclpt.evaluation.spider_sql.execution import (
+        QueryFailed,
+        postprocess,
+        remove_distinct,
+        results_equal,
+        run_query,
+    )
 
     per: list[float | None] = []
     reasons: Counter[str] = Counter()
@@ -336,15 +306,105 @@ def execution_accuracy(
         "semantics": "official test-suite-sql-eval exec (distinct removed, column permutations)"})
 
 
-# ---- dispatch ---------------------------------------------------------------------------------------------
-METRICS = ("bleu", "exact_match", "exact_match_string", "exact_set_match", "execution_accuracy")
-#: the metrics that read the task's databases (the score rule passes database_dir for these)
-DATABASE_METRICS = ("exact_set_match", "execution_accuracy")
+# ---- the metric registry ---------------------------------------------------------------------------------
+#: how a metric's corpus value comes from its examples
+CORPUS_STATISTICS = "corpus_statistics"  # summed per-example sufficient statistics (BLEU), not a mean of sentences
+MEAN_OF_EVALUATED = "mean_of_evaluated"  # mean of the per-example 0/100 values over the examples it evaluated
+#: the bootstrap interval of a cell (iclpt.reporting.stats): resample the statistics and rescore the corpus, or
+#: resample the 0/100 values and average them (an interval of a proportion)
+CORPUS_BOOTSTRAP, PROPORTION = "corpus_bootstrap", "proportion"
+#: what a metric may need besides the predictions: the task's databases (the score rule passes database_dir)
+NEEDS_DATABASE = "database"
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """What a metric scores: the prediction rows of one run, their task and, for database metrics, where the
+    task's databases are and how long one query may run."""
+
+    rows: Sequence[dict[str, Any]]
+    task: Task
+    database_dir: PathLike | None = None
+    timeout_s: float = 10.0
+
+    @property
+    def predictions(self) -> list[str]:
+        return [r["prediction"] for r in self.rows]
+
+    @property
+    def references(self) -> list[list[str]]:
+        return [r["references"] for r in self.rows]
+
+    @property
+    def db_ids(self) -> list[str | None]:
+        return [(r.get("meta") or {}).get("db_id") for r in self.rows]
+
+    @property
+    def tables_json(self) -> Path | None:
+        return self.task.database_tables(self.database_dir) if self.database_dir is not None else None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: `score` gives its per-example values and corpus value (a MetricResult); `aggregation` says how
+    the corpus value comes from the examples, `interval` which bootstrap interval its cells get, `needs` what it
+    reads besides the predictions. `secondary`: never a primary metric (left out of the primary fallback)."""
+
+    name: str
+    score: Callable[[ScoreInput], MetricResult]
+    aggregation: str
+    interval: str
+    needs: tuple[str, ...] = ()
+    higher_is_better: bool = True
+    secondary: bool = False
+
+    @property
+    def needs_database(self) -> bool:
+        return NEEDS_DATABASE in self.needs
+
+
+def _bleu(x: ScoreInput) -> MetricResult:
+    return bleu(x.predictions, x.references)
+
+
+def _exact_match(x: ScoreInput) -> MetricResult:
+    return exact_match(x.predictions, x.references, x.task.normalize_answer, name="exact_match")
+
+
+def _exact_match_string(x: ScoreInput) -> MetricResult:
+    return exact_match(x.predictions, x.references, x.task.normalize_answer, name="exact_match_string")
+
+
+def _exact_set_match(x: ScoreInput) -> MetricResult:
+    return exact_set_match(x.predictions, x.references, x.db_ids, x.database_dir, x.tables_json)
+
+
+def _execution_accuracy(x: ScoreInput) -> MetricResult:
+    return execution_accuracy(x.predictions, x.references, x.db_ids, x.database_dir, x.timeout_s)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("bleu", _bleu, CORPUS_STATISTICS, CORPUS_BOOTSTRAP),
+        Metric("exact_match", _exact_match, MEAN_OF_EVALUATED, PROPORTION),
+        Metric("exact_match_string", _exact_match_string, MEAN_OF_EVALUATED, PROPORTION, secondary=True),
+        Metric("exact_set_match", _exact_set_match, MEAN_OF_EVALUATED, PROPORTION, needs=(NEEDS_DATABASE,)),
+        Metric("execution_accuracy", _execution_accuracy, MEAN_OF_EVALUATED, PROPORTION, needs=(NEEDS_DATABASE,)),
+    )
+}
+#: when a metrics.json names no primary metric, the first of these it has is used (iclpt.reporting.aggregate)
+PRIMARY_PREFERENCE = tuple(n for n, m in METRICS.items() if not m.secondary)
 
 
 def task_metrics(task: str) -> list[str]:
     """The metrics the task declares (iclpt.data.tasks); the first is its primary metric."""
     return list(get_task(task).metrics)
+
+
+def task_needs_database(task: str) -> bool:
+    """Whether one of the task's metrics reads its databases (the score rule then passes database_dir)."""
+    return any(METRICS[m].needs_database for m in task_metrics(task))
 
 
 def check_metric_names(names: Sequence[str]) -> None:
@@ -363,16 +423,7 @@ def compute_metric(
     timeout_s: float = 10.0,
 ) -> MetricResult:
     check_metric_names([name])
-    preds = [r["prediction"] for r in rows]
-    refs = [r["references"] for r in rows]
-    if name == "bleu":
-        return bleu(preds, refs)
-    if name in ("exact_match", "exact_match_string"):
-        return exact_match(preds, refs, get_task(task).normalize_answer, name=name)
-    db_ids = [(r.get("meta") or {}).get("db_id") for r in rows]
-    if name == "exact_set_match":
-        return exact_set_match(preds, refs, db_ids, database_dir)
-    return execution_accuracy(preds, refs, db_ids, database_dir, timeout_s)
+    return METRICS[name].score(ScoreInput(rows, get_task(task), database_dir, timeout_s))
 
 
 def load_predictions(path: PathLike) -> list[dict[str, Any]]:
@@ -410,20 +461,13 @@ def score_predictions(
     database_dir: PathLike | None = None,
     timeout_s: float = 10.0,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metrics.json body without provenance, scores.jsonl rows).
+    """(metrics.json body without the run's identity and provenance, scores.jsonl rows).
 
     A scores line is ``{"id", <metric>: per-example value, ...}`` plus, when a metric is corpus-level (BLEU),
     ``"stats": {<metric>: [its per-example sufficient statistics]}`` for the bootstrap (iclpt.reporting.stats)."""
     check_metric_names(list(metrics))
     results = [compute_metric(m, rows, task, database_dir, timeout_s) for m in metrics]
-    first = rows[0] if rows else {}
     body: dict[str, Any] = {
-        "task": task,
-        "model": first.get("model"),
-        "method": first.get("method"),
-        "seed": first.get("seed"),
-        "prompt_length": first.get("prompt_length"),
-        "demo_source": first.get("demo_source"),
         "metric_names": list(metrics),
         "primary_metric": metrics[0],
         "n_examples": len(rows),

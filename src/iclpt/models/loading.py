@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from iclpt.orchestration.checks import check_model_dir, looks_local
-from iclpt.io import DataError
+from iclpt.artifacts import check_model_dir, looks_local
 from iclpt.engine.soft_prompt import freeze
+from iclpt.io import DataError
 
 # families whose logits are exactly lm_head(base_model(...).last_hidden_state) (no scaling / soft-capping), so the
 # training loss may apply the head to the target positions only
@@ -105,7 +105,7 @@ def load_model(path: str, device: str | torch.device = "cpu", precision: str = "
 
 
 def check_model_source(path: str) -> None:
-    """A local folder must hold a complete model (:func:`iclpt.orchestration.checks.check_model_dir`: the missing or truncated
+    """A local folder must hold a complete model (:func:`iclpt.artifacts.check_model_dir`: the missing or truncated
     file is named); a path-like value that is no folder is a DataError, not a malformed hub id."""
     if os.path.isdir(os.path.expanduser(path)):
         check_model_dir(os.path.expanduser(path))

@@ -633,7 +633,7 @@ def cached_folder_ok(folder: Path, spec: PackagedGGUF) -> bool:
     made from this GGUF; anything else (half-deleted, truncated, another sha256) is converted again."""
     import json
 
-    from iclpt.orchestration.checks import check_model_dir
+    from iclpt.artifacts import check_model_dir
     from iclpt.io import DataError
 
     try:

@@ -198,7 +198,8 @@ def build_tiny_model(texts: Sequence[str], out_dir: str | os.PathLike[str], arch
             "architecture": architecture, "hidden_size": hidden_size, "num_layers": num_layers,
             "num_heads": num_heads, "vocab_size_requested": vocab_size, "vocab_size": len(tokenizer),
             "max_positions": max_positions, "seed": seed, "n_texts": len(texts),
-            **({"sliding_window": sliding_window} if architecture == "gemma3" else {})}, indent=2, sort_keys=True) + "\n")
+            **({"sliding_window": sliding_window} if architecture == "gemma3" else {})},
+            indent=2, sort_keys=True) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

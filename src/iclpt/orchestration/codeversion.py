@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE = "iclpt"
@@ -58,7 +58,7 @@ def _resolve(node: ast.ImportFrom, current: str, is_pkg: bool) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-@lru_cache(maxsize=None)
+@cache
 def imports_of(name: str, root: Path = ROOT) -> tuple[str, ...]:
     """The iclpt modules `name` imports (directly), as found in its source."""
     path = module_file(name, root)
@@ -94,7 +94,7 @@ def code_version(roots: Iterable[str], task: str | None = None, root: Path = ROO
     return _code_version(tuple(sorted(roots)), task, root)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _code_version(roots: tuple[str, ...], task: str | None, root: Path) -> str:
     h = hashlib.sha256()
     for name in module_closure(roots, task, root):
@@ -111,7 +111,7 @@ def script_modules(script: str | Path, root: Path = ROOT) -> list[str]:
     return sorted(m for m in found if module_file(m, root) is not None)
 
 
-@lru_cache(maxsize=None)
+@cache
 def script_version(script: str | Path, task: str | None = None, root: Path = ROOT) -> str:
     """The code version of the library a script runs: `code_version` of the modules it imports."""
     return code_version(script_modules(script, root), task=task, root=root)

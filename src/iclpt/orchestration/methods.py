@@ -1,29 +1,37 @@
 """The method registry: what each method is, in one table.
 
 A method says whether it trains a soft prompt, where the prompt it decodes with comes from, which demonstration
-sources it takes (the first is its main setting, the one the E1 table reports), and how reports label and colour
-it. The Snakemake run lists (`iclpt.orchestration.runs`), the wildcard constraints, the train and predict jobs' inputs and every
-report derive from this table. An unknown method is an error, never a silent default.
+sources it takes (the first is its main setting, the one the E1 table reports) and how many demos (the config's
+`demos.n_demos` unless the method fixes its own), its role in the comparisons of E2-E4 and findings.md, and how
+reports label and colour it. The Snakemake run lists (`iclpt.orchestration.runs`), the wildcard constraints, the
+train and predict jobs' inputs and params, and every report derive from this table; no other module names a
+method. An unknown method is an error, never a silent default.
 
 Adding a method: one `Method(...)` line in `METHODS` (and its kernel if it has new maths), the schema's
 `methods` enum, its tests and the docs.
 
-| name | soft prompt | demos | trained | runs |
-|---|---|---|---|---|
-| zeroshot | none | none | no | once (deterministic) |
-| icl | none | retrieved (random for E2) | no | once with retrieved demos, per seed with random ones |
-| pt | its own | none | yes | per seed |
-| ipt | its own | retrieved (random for E2) | yes | per seed |
-| transfer_<S> | PT of task S (same model, length, seed) | retrieved of the target | no | per seed |
+| name | soft prompt | demos | trained | runs | role |
+|---|---|---|---|---|---|
+| zeroshot | none | none | no | once (deterministic) | baseline |
+| icl | none | retrieved (random for E2) | no | once (retrieved), per seed (random) | demos only |
+| pt | its own | none | yes | per seed | prompt only |
+| ipt | its own | retrieved (random for E2) | yes | per seed | prompt + demos |
+| transfer_<S> | pt's prompt of task S | the target's retrieved | no | per seed | source prompt + demos |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: where a method's soft prompt comes from
-PROMPT_NONE, PROMPT_OWN, PROMPT_SOURCE_PT = "none", "own", "source_pt"
+#: where a method's soft prompt comes from: none, its own train job, or another method's prompt of a source task
+PROMPT_NONE, PROMPT_OWN, PROMPT_SOURCE = "none", "own", "source"
 DEMO_SOURCES = ("none", "retrieved", "random")
+#: a method's role in the comparisons of the reports (E2b, E4, findings.md); each role belongs to one method at most
+ROLE_DEMOS_ONLY = "demos_only"  # in-context demos, no soft prompt (ICL)
+ROLE_PROMPT_ONLY = "prompt_only"  # its own soft prompt, no demos (PT)
+ROLE_PROMPT_AND_DEMOS = "prompt_and_demos"  # its own soft prompt and demos (IPT)
+ROLE_SOURCE_PROMPT_AND_DEMOS = "source_prompt_and_demos"  # a source task's prompt and the target's demos (transfer)
+ROLES = (ROLE_DEMOS_ONLY, ROLE_PROMPT_ONLY, ROLE_PROMPT_AND_DEMOS, ROLE_SOURCE_PROMPT_AND_DEMOS)
 
 
 class UnknownMethodError(KeyError):
@@ -38,16 +46,30 @@ class Method:
     """One method of the study.
 
     prompt: PROMPT_NONE (no soft prompt), PROMPT_OWN (trained by this method's own train job) or
-    PROMPT_SOURCE_PT (the PT prompt of another task: a method family named `<name>_<source task>`).
-    demos: the demonstration sources it takes; demos[0] is its main setting."""
+    PROMPT_SOURCE (the prompt of method `prompt_from` trained on another task: a method family named
+    `<name>_<source task>`, switched on by `experiments.<experiment>`).
+    demos: the demonstration sources it takes; demos[0] is its main setting.
+    demo_count: how many demos it takes (None: the config's demos.n_demos).
+    role: one of ROLES, what the reports compare it as (None: reported, never compared)."""
 
     name: str
     label: str
     color: str
     prompt: str
     demos: tuple[str, ...]
+    role: str | None = None
+    demo_count: int | None = None
     baseline: bool = False
     family: bool = False
+    prompt_from: str | None = None
+    experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role is not None and self.role not in ROLES:
+            raise ValueError(f"method {self.name}: unknown role {self.role!r}; known roles: {', '.join(ROLES)}")
+        if self.family != (self.prompt == PROMPT_SOURCE) or self.family != bool(self.prompt_from and self.experiment):
+            raise ValueError(f"method {self.name}: a family (family=True) takes its prompt from a source task "
+                             "(PROMPT_SOURCE, prompt_from and experiment set); no other method does")
 
     @property
     def trains(self) -> bool:
@@ -70,17 +92,21 @@ class Method:
         return self.uses_prompt or demos == "random"
 
     def n_demos(self, demos: str, configured: int) -> int:
-        return 0 if demos == "none" else int(configured)
+        """Demos per prompt with this demo source: 0 without demos, else its own count or the configured one."""
+        if demos == "none":
+            return 0
+        return int(configured) if self.demo_count is None else self.demo_count
 
 
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         Method("zeroshot", "Zero-shot", "#bcbd22", PROMPT_NONE, ("none",), baseline=True),
-        Method("icl", "ICL", "#7f7f7f", PROMPT_NONE, ("retrieved", "random")),
-        Method("pt", "PT", "#1f77b4", PROMPT_OWN, ("none",)),
-        Method("ipt", "IPT", "#d62728", PROMPT_OWN, ("retrieved", "random")),
-        Method("transfer", "Transfer", "#9467bd", PROMPT_SOURCE_PT, ("retrieved",), family=True),
+        Method("icl", "ICL", "#7f7f7f", PROMPT_NONE, ("retrieved", "random"), role=ROLE_DEMOS_ONLY),
+        Method("pt", "PT", "#1f77b4", PROMPT_OWN, ("none",), role=ROLE_PROMPT_ONLY),
+        Method("ipt", "IPT", "#d62728", PROMPT_OWN, ("retrieved", "random"), role=ROLE_PROMPT_AND_DEMOS),
+        Method("transfer", "Transfer", "#9467bd", PROMPT_SOURCE, ("retrieved",), role=ROLE_SOURCE_PROMPT_AND_DEMOS,
+               family=True, prompt_from="pt", experiment="transfer"),
     )
 }
 
@@ -130,3 +156,11 @@ def wildcard_pattern(tasks: list[str] | tuple[str, ...]) -> str:
 
 def trained_methods() -> tuple[str, ...]:
     return tuple(n for n, m in METHODS.items() if m.trains)
+
+
+def method_with_role(role: str) -> str:
+    """The name of the method that plays `role` in the reports' comparisons (LookupError if none or several)."""
+    names = [n for n, m in METHODS.items() if m.role == role]
+    if len(names) != 1:
+        raise LookupError(f"role {role!r}: expected one method, the registry has {names or 'none'}")
+    return names[0]

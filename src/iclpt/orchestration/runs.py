@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from iclpt.orchestration.methods import METHODS, PROMPT_OWN, PROMPT_SOURCE_PT, Method, family_name, split_name
+from iclpt.orchestration.methods import METHODS, PROMPT_OWN, PROMPT_SOURCE, Method, family_name, split_name
 
 
 class Run(NamedTuple):
@@ -41,10 +41,10 @@ class Grid(NamedTuple):
     main_len: int
     lengths: list[int]
     random_demos: bool
-    transfer: bool
+    experiments: frozenset[str]
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "Grid":
+    def from_config(cls, config: Mapping[str, Any]) -> Grid:
         exp = config["experiments"]
         main_len = int(config["prompt"]["length"])
         lengths = sorted({int(x) for x in config["prompt"]["lengths"]} | {main_len}) if exp["stability"] else [main_len]
@@ -56,7 +56,7 @@ class Grid(NamedTuple):
             main_len=main_len,
             lengths=lengths,
             random_demos=bool(exp["similarity"]) and "random" in config["demos"]["sources"],
-            transfer=bool(exp["transfer"]) and len(config["tasks"]) > 1,
+            experiments=frozenset(name for name, on in exp.items() if on),
         )
 
 
@@ -78,8 +78,9 @@ def method_runs(m: Method, g: Grid) -> list[Run]:
 
 
 def family_runs(m: Method, g: Grid) -> list[Run]:
-    """Runs of a family method (transfer_<source>): every ordered pair of distinct tasks."""
-    if not (m.prompt == PROMPT_SOURCE_PT and g.transfer):
+    """Runs of a family method (transfer_<source>), when its experiment is on: every ordered pair of distinct
+    tasks."""
+    if not (m.family and m.experiment in g.experiments):
         return []
     return [
         Run(tgt, model, family_name(m, src), g.main_len, m.main_demos, seed)
@@ -93,8 +94,9 @@ def prompt_source(run: Run) -> Run | None:
     m, source = split_name(run.method)
     if m.prompt == PROMPT_OWN:
         return run
-    if m.prompt == PROMPT_SOURCE_PT:
-        return Run(source or "", run.model, "pt", run.length, "none", run.seed)
+    if m.prompt == PROMPT_SOURCE and m.prompt_from is not None:
+        src = METHODS[m.prompt_from]
+        return Run(source or "", run.model, src.name, run.length, src.main_demos, run.seed)
     return None
 
 

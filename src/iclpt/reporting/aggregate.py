@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from iclpt.evaluation.metrics import PRIMARY_PREFERENCE
 from iclpt.io import DataError, PathLike, read_json, read_jsonl
-from iclpt.orchestration.methods import METHODS, REPORT_ORDER, get_method, label, split_name, trained_methods
+from iclpt.orchestration.layout import METRICS, PREDICTIONS, RUN_FIELDS, SCORES
+from iclpt.orchestration.methods import (
+    METHODS,
+    REPORT_ORDER,
+    ROLE_DEMOS_ONLY,
+    ROLE_PROMPT_AND_DEMOS,
+    ROLE_PROMPT_ONLY,
+    ROLE_SOURCE_PROMPT_AND_DEMOS,
+    get_method,
+    label,
+    method_with_role,
+    split_name,
+    trained_methods,
+)
+from iclpt.orchestration.runs import Run
 
 #: the methods the reports list by default: every non-family method, in the registry's report order
 DEFAULT_METHODS: tuple[str, ...] = tuple(n for n in REPORT_ORDER if not METHODS[n].family)
@@ -20,30 +34,41 @@ DEFAULT_METHODS: tuple[str, ...] = tuple(n for n in REPORT_ORDER if not METHODS[
 BASELINES: tuple[str, ...] = tuple(n for n in DEFAULT_METHODS if METHODS[n].baseline)
 #: the methods E2 runs with retrieved and with random demos (ICL, IPT)
 E2_METHODS: tuple[str, ...] = tuple(n for n in DEFAULT_METHODS if "random" in METHODS[n].demos)
-#: the methods the findings are about: E2b pairs IPT with PT; E4's beats_* columns compare with ICL and PT
-ICL, PT, IPT = "icl", "pt", "ipt"
+#: the methods the findings are about, by their registry role: E2b pairs IPT with PT; E4's beats_* columns compare
+#: TRANSFER (the family) with ICL and PT
+ICL, PT, IPT, TRANSFER = (method_with_role(r) for r in (ROLE_DEMOS_ONLY, ROLE_PROMPT_ONLY, ROLE_PROMPT_AND_DEMOS,
+                                                         ROLE_SOURCE_PROMPT_AND_DEMOS))
+#: the kind of the E4 reference rows (the other rows' kind is their family's name)
+REFERENCE = "reference"
 
-#: when a metrics.json names no primary metric, the first of these it has is used
-PRIMARY_PREFERENCE = ("bleu", "exact_match", "exact_set_match", "execution_accuracy")
+# PRIMARY_PREFERENCE (imported): when a metrics.json names no primary metric, the first of these it has is used
 
-RUN_KEYS = ["task", "model", "method", "length", "demos", "seed"]
+
+def versus(a: str, b: str) -> str:
+    """The name of the comparison of method a with method b in comparisons.csv and findings.md, e.g. 'ipt_vs_pt'."""
+    return f"{a}_vs_{b}"
+
+RUN_KEYS = list(RUN_FIELDS)
 SUMMARY_COLS = ["n_seeds", "mean", "std", "min", "max"]
 
-_RUN_PATH = re.compile(
-    r"(?:^|/)predictions/(?P<task>[^/]+)/(?P<model>[^/]+)/(?P<method>[^/]+)/L(?P<length>\d+)/"
-    r"(?P<demos>[^/]+)/s(?P<seed>\d+)(?:/[^/]*)?$"
-)
+
+def read_metrics(path: PathLike) -> tuple[Run, dict[str, Any]]:
+    """(the run, the document) of a metrics.json: the score rule writes the run's identity in it (RUN_KEYS)."""
+    doc = read_json(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
+        raise DataError(f"{path}: expected an object with a 'metrics' object")
+    missing = [k for k in RUN_KEYS if doc.get(k) is None]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} (a metrics.json names its run; rerun the score rule)")
+    run = Run(str(doc["task"]), str(doc["model"]), str(doc["method"]), int(doc["length"]), str(doc["demos"]),
+              int(doc["seed"]))
+    return run, doc
 
 
-def parse_run_path(path: PathLike) -> dict[str, Any]:
-    """Run keys from .../predictions/<task>/<model>/<method>/L<len>/<demos>/s<seed>[/file]."""
-    m = _RUN_PATH.search(Path(path).as_posix())
-    if not m:
-        raise DataError(f"{path}: not a run path (.../predictions/<task>/<model>/<method>/L<len>/<demos>/s<seed>/)")
-    d = m.groupdict()
-    d["length"] = int(d["length"])
-    d["seed"] = int(d["seed"])
-    return d
+def run_beside(path: PathLike) -> Run:
+    """The run of a file in a predictions folder (scores.jsonl, predictions.jsonl): the one its metrics.json names
+    (the score rule writes metrics.json and scores.jsonl together)."""
+    return read_metrics(Path(path).with_name(METRICS))[0]
 
 
 def _primary(doc: dict[str, Any]) -> str | None:
@@ -60,10 +85,8 @@ def load_runs(metric_files: Iterable[PathLike]) -> pd.DataFrame:
     """Long table of every run: RUN_KEYS + metric, value, n_evaluated, n_skipped, primary."""
     rows = []
     for f in metric_files:
-        keys = parse_run_path(f)
-        doc = read_json(f)
-        if not isinstance(doc, dict) or not isinstance(doc.get("metrics"), dict):
-            raise DataError(f"{f}: expected an object with a 'metrics' object")
+        run, doc = read_metrics(f)
+        keys = run._asdict()
         primary = _primary(doc)
         for name, value in doc["metrics"].items():
             rows.append(
@@ -228,17 +251,18 @@ def _demo_summaries(runs: pd.DataFrame, main_len: int, cols: list[str]) -> pd.Da
 
 
 def load_per_example(pred_dirs: Iterable[PathLike], need_demo_scores: bool = True) -> pd.DataFrame:
-    """Per-example scores of runs: RUN_KEYS + id, metric, value, top_demo_score (demo_scores[0] or NaN)."""
+    """Per-example scores of runs (prediction folders, each with its metrics.json and scores.jsonl): RUN_KEYS + id,
+    metric, value, top_demo_score (demo_scores[0] of predictions.jsonl, or NaN)."""
     rows = []
     for d in pred_dirs:
         d = Path(d)
-        keys = parse_run_path(d / "scores.jsonl")
+        keys = read_metrics(d / METRICS)[0]._asdict()
         top: dict[str, float] = {}
-        if need_demo_scores and (d / "predictions.jsonl").is_file():
-            for p in read_jsonl(d / "predictions.jsonl", required=("id", "demo_scores")):
+        if need_demo_scores and (d / PREDICTIONS).is_file():
+            for p in read_jsonl(d / PREDICTIONS, required=("id", "demo_scores")):
                 ds = p["demo_scores"] or []
                 top[str(p["id"])] = float(ds[0]) if ds and ds[0] is not None else math.nan
-        for s in read_jsonl(d / "scores.jsonl", required=("id",)):
+        for s in read_jsonl(d / SCORES, required=("id",)):
             sid = str(s["id"])
             for name, v in s.items():
                 if name in ("id", "stats"):  # "stats": BLEU sufficient statistics (iclpt.reporting.uncertainty)
@@ -249,15 +273,15 @@ def load_per_example(pred_dirs: Iterable[PathLike], need_demo_scores: bool = Tru
 
 
 BUCKET_COLS = ["task", "model", "metric", "bucket", "n_buckets", "sim_min", "sim_max", "n_examples", "n_seeds",
-               "ipt_mean", "pt_mean", "gain_mean", "gain_std"]
+               f"{IPT}_mean", f"{PT}_mean", "gain_mean", "gain_std"]
 
 
 def bucket_cells(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4, min_per_bucket: int = 2):
     """Yield (task, model, metric, sim, bucket, merged) of each task x model x metric with paired IPT/PT scores.
 
     sim: the top demo similarity per test example (IPT run, mean over seeds); bucket: its quantile bucket
-    (0 = least similar) per example id; merged: seed, id, value_ipt, value_pt, bucket, gain (IPT - PT) of the
-    examples with both scores."""
+    (0 = least similar) per example id; merged: seed, id, value_a (IPT), value_b (PT), bucket, gain (IPT - PT)
+    of the examples with both scores."""
     if per_example.empty:
         return
     ipt = select_main(per_example, IPT, main_len)
@@ -276,10 +300,10 @@ def bucket_cells(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4, m
         else:
             bucket = pd.qcut(sim, n_b, labels=False, duplicates="drop")
         merged = ipt_c[["seed", "id", "value"]].merge(pt_c[["seed", "id", "value"]], on=["seed", "id"],
-                                                      suffixes=("_ipt", "_pt"))
-        merged = merged[merged["id"].isin(sim.index)].dropna(subset=["value_ipt", "value_pt"])
+                                                      suffixes=("_a", "_b"))
+        merged = merged[merged["id"].isin(sim.index)].dropna(subset=["value_a", "value_b"])
         merged["bucket"] = merged["id"].map(bucket)
-        merged["gain"] = merged["value_ipt"] - merged["value_pt"]
+        merged["gain"] = merged["value_a"] - merged["value_b"]
         yield task, model, metric, sim, bucket, merged
 
 
@@ -295,16 +319,16 @@ def gain_by_bucket(per_example: pd.DataFrame, main_len: int, n_buckets: int = 4,
     out = []
     for task, model, metric, sim, bucket, merged in bucket_cells(per_example, main_len, n_buckets, min_per_bucket):
         n_eff = int(bucket.nunique())
-        per_seed = merged.groupby(["bucket", "seed"]).agg(gain=("gain", "mean"), ipt=("value_ipt", "mean"),
-                                                          pt=("value_pt", "mean")).reset_index()
+        per_seed = merged.groupby(["bucket", "seed"]).agg(gain=("gain", "mean"), a=("value_a", "mean"),
+                                                          b=("value_b", "mean")).reset_index()
         for b in sorted(bucket.unique()):
             ids = bucket.index[bucket == b]
             ps = per_seed[per_seed["bucket"] == b]
             out.append({
                 "task": task, "model": model, "metric": metric, "bucket": int(b) + 1, "n_buckets": n_eff,
                 "sim_min": float(sim[ids].min()), "sim_max": float(sim[ids].max()), "n_examples": int(len(ids)),
-                "n_seeds": int(ps["seed"].nunique()), "ipt_mean": float(ps["ipt"].mean()) if len(ps) else math.nan,
-                "pt_mean": float(ps["pt"].mean()) if len(ps) else math.nan,
+                "n_seeds": int(ps["seed"].nunique()), f"{IPT}_mean": float(ps["a"].mean()) if len(ps) else math.nan,
+                f"{PT}_mean": float(ps["b"].mean()) if len(ps) else math.nan,
                 "gain_mean": float(ps["gain"].mean()) if len(ps) else math.nan,
                 "gain_std": float(ps["gain"].std(ddof=1)) if len(ps) > 1 else math.nan,
             })
@@ -338,8 +362,10 @@ def stability_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
 
 
 # ---- E4 -----------------------------------------------------------------------------------------------------
-TRANSFER_COLS = ["model", "target", "metric", "source", "kind", "n_seeds", "mean", "std", "icl_mean", "pt_mean",
-                 "ipt_mean", "beats_icl", "beats_pt"]
+#: the '<method>_mean' columns of every non-baseline method (icl_mean, pt_mean, ipt_mean), then beats_icl, beats_pt
+TRANSFER_COLS = (["model", "target", "metric", "source", "kind", "n_seeds", "mean", "std"]
+                 + [f"{n}_mean" for n in DEFAULT_METHODS if not METHODS[n].baseline]
+                 + [f"beats_{ICL}", f"beats_{PT}"])
 _KEY = ["model", "target", "metric"]
 
 
@@ -349,7 +375,8 @@ def reference_label(name: str) -> str:
 
 
 def _family_runs(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
-    """Runs of a method family (a source task's PT prompt on the target) in its main setting, + 'source'."""
+    """Runs of a method family (a source task's PT prompt on the target) in its main setting, + 'source' and
+    'kind' (the family's name)."""
     split = runs["method"].map(split_name)  # an unknown method raises UnknownMethodError
     fam = split.map(lambda ms: ms[1] is not None)
     sel = runs[fam.astype(bool)]
@@ -357,7 +384,9 @@ def _family_runs(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
         return sel.assign(source=pd.Series(dtype=str))
     setting = sel["method"].map(lambda n: main_setting(n, main_len))
     keep = (sel["length"] == setting.str[0]) & (sel["demos"] == setting.str[1])
-    return sel[keep].assign(source=split[fam.astype(bool)][keep].str[1]).rename(columns={"task": "target"})
+    parts = split[fam.astype(bool)][keep]
+    return sel[keep].assign(source=parts.str[1], kind=parts.map(lambda ms: ms[0].name)).rename(
+        columns={"task": "target"})
 
 
 def _references(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
@@ -368,7 +397,7 @@ def _references(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
         if sel.empty:
             continue
         r = summarize(sel, _KEY)
-        r["source"], r["kind"], r["_method"] = reference_label(name), "reference", name
+        r["source"], r["kind"], r["_method"] = reference_label(name), REFERENCE, name
         refs.append(r)
     return pd.concat(refs, ignore_index=True) if refs else pd.DataFrame(columns=_KEY + SUMMARY_COLS + [
         "source", "kind", "_method"])
@@ -381,7 +410,7 @@ def _mean_columns(ref: pd.DataFrame) -> list[str]:
 
 
 def _beats(out: pd.DataFrame, col: str) -> np.ndarray:
-    ok = out[col].notna() & out["mean"].notna() & (out["kind"] == "transfer")
+    ok = out[col].notna() & out["mean"].notna() & (out["kind"] != REFERENCE)
     return np.where(ok, (out["mean"] > out[col]).astype(object), None)
 
 
@@ -399,8 +428,7 @@ def transfer_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
     tr = _family_runs(runs, main_len)
     if tr.empty:
         return pd.DataFrame(columns=TRANSFER_COLS)
-    s = summarize(tr, _KEY + ["source"])
-    s["kind"] = "transfer"
+    s = summarize(tr, _KEY + ["source", "kind"])
     ref = _references(runs, main_len)
     ref = ref[ref.set_index(_KEY).index.isin(s.set_index(_KEY).index)]
     out = pd.concat([s, ref.drop(columns="_method")], ignore_index=True)
@@ -408,9 +436,9 @@ def transfer_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
     for col in mean_cols:
         m = ref[ref["_method"] == col[: -len("_mean")]][_KEY + ["mean"]].rename(columns={"mean": col})
         out = out.merge(m, on=_KEY, how="left") if not m.empty else out.assign(**{col: np.nan})
-    out["beats_icl"] = _beats(out, f"{ICL}_mean")
-    out["beats_pt"] = _beats(out, f"{PT}_mean")
-    out["_k"] = (out["kind"] == "reference").astype(int)
+    for ref_method in (ICL, PT):
+        out[f"beats_{ref_method}"] = _beats(out, f"{ref_method}_mean")
+    out["_k"] = (out["kind"] == REFERENCE).astype(int)
     out = out.sort_values(_KEY + ["_k", "source"]).drop(columns="_k")
     return out[TRANSFER_COLS[:8] + mean_cols + TRANSFER_COLS[-2:]].reset_index(drop=True)
 
@@ -432,16 +460,16 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def retrieval_summary_table(summary_files: Iterable[PathLike]) -> pd.DataFrame:
     """One row per task x retriever x split of the retrieval summary.json files (provenance and notes left out).
 
-    A summary with a ``splits`` object ({split: stats}) gives a row per split, with the flattened stats (e.g.
-    ``first_demo_score.q50``) and ``config.*``; any other summary is flattened into one row.
+    Each summary names its task and retriever. A summary with a ``splits`` object ({split: stats}) gives a row per
+    split, with the flattened stats (e.g. ``first_demo_score.q50``) and ``config.*``; any other summary is
+    flattened into one row.
     """
     rows = []
     for f in summary_files:
-        parts = Path(f).parts
-        task, retriever = parts[-3], parts[-2]
         doc = read_json(f)
-        if not isinstance(doc, dict):
-            raise DataError(f"{f}: expected a JSON object")
+        if not isinstance(doc, dict) or not doc.get("task") or not doc.get("retriever"):
+            raise DataError(f"{f}: expected a JSON object naming its 'task' and 'retriever'")
+        task, retriever = str(doc["task"]), str(doc["retriever"])
         doc = {k: v for k, v in doc.items() if k not in ("provenance", "note", "task", "retriever")}
         cfg = _flat(doc.pop("config", {}) or {}, "config.")
         splits = doc.pop("splits", None)

@@ -7,7 +7,6 @@ labels and title and a centred message says why (so the report shows the gap ins
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from iclpt.reporting.aggregate import (  # noqa: E402
     BASELINES,
     DEFAULT_METHODS,
     E2_METHODS,
+    REFERENCE,
     reference_label,
     stability_runs,
 )
@@ -218,7 +218,7 @@ def fig_transfer(transfer: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
     for ax, model in zip(axes, models):
         sub = t[t["model"] == model]
         targets = sorted(sub["target"].unique())
-        sources = sorted(sub[sub["kind"] == "transfer"]["source"].unique())
+        sources = sorted(sub[sub["kind"] != REFERENCE]["source"].unique())
         refs = [r for r in map(reference_label, DEFAULT_METHODS) if r in set(sub["source"])]
         rows = sources + refs
         vals = np.full((len(rows), len(targets)), np.nan)
@@ -250,7 +250,3 @@ def fig_transfer(transfer: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="score, normalised per target column")
     fig.tight_layout()
     return fig
-
-
-def figure_paths(stem: PathLike) -> list[str]:
-    return [os.fspath(stem) + ".png", os.fspath(stem) + ".pdf"]

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from iclpt.orchestration.methods import label
-from iclpt.reporting.aggregate import BASELINES, ICL, IPT, PT
+from iclpt.reporting.aggregate import BASELINES, ICL, IPT, PT, TRANSFER, versus
 from iclpt.reporting.stats import within_noise
 
 SUPPORTED, NOT_SUPPORTED, MIXED, NO_DATA, NOT_RUN = (
@@ -121,10 +121,10 @@ def finding1(comparisons: pd.DataFrame | None, primary: dict[str, str], min_cell
     """IPT helps when the demo is similar: top- vs bottom-similarity-bucket gain, and retrieved vs random IPT.
 
     Every comparison is a row of ``comparisons`` (iclpt.reporting.uncertainty.comparisons_table); a cell meets a
-    criterion when its difference is positive and not within noise (p < alpha, interval excluding 0). ``similarity`` (the E2a table)
-    only feeds the reported zero-shot line."""
+    criterion when its difference is positive and not within noise (p < alpha, interval excluding 0).
+    ``similarity`` (the E2a table) only feeds the reported zero-shot line."""
     lines = [] if comparisons is not None else [NO_TESTS]
-    ivp = _tested(comparisons, "ipt_vs_pt", primary)
+    ivp = _tested(comparisons, versus(IPT, PT), primary)
     ipt_beats = _significant_wins(ivp, alpha)
     lines.append(f"- IPT − PT (main setting), paired over test examples: {_tally(ivp, alpha)} of {len(ivp)} "
                  "task × model cells; the paper says IPT does not *always* beat PT (reported only).")
@@ -215,8 +215,8 @@ def finding3(comparisons: pd.DataFrame | None, primary: dict[str, str], min_cell
         return {"status": NOT_RUN, "lines": ["- Experiment E4 was not run (experiments.transfer false or one task)."],
                 "beats_icl": [], "beats_pt": []}
     lines = [] if comparisons is not None else [NO_TESTS]
-    vs_icl = _tested(comparisons, "transfer_vs_icl", primary)
-    vs_pt = _tested(comparisons, "transfer_vs_pt", primary)
+    vs_icl = _tested(comparisons, versus(TRANSFER, ICL), primary)
+    vs_pt = _tested(comparisons, versus(TRANSFER, PT), primary)
     beats_icl, beats_pt = _significant_wins(vs_icl, alpha), _significant_wins(vs_pt, alpha)
     status = _criterion(beats_icl, min_cells, threshold)
     lines.append(f"- Transfer pairs significantly beating ICL on the target: {sum(beats_icl)}/{len(beats_icl)} "
@@ -254,8 +254,8 @@ def render_findings(run: str, f1: dict[str, Any], f2: dict[str, Any], f3: dict[s
            "same resamples for both sides and every seed; sacrebleu's paired bootstrap for BLEU, its p-value "
            "convention for every metric; tables/comparisons.csv): the difference of the seed means, its "
            f"{level} interval in brackets and p. A difference with p ≥ {alpha}, or whose interval contains 0, is "
-           "*within noise* and never counts towards a criterion. Finding 2 is about the spread over seeds and prompt lengths, "
-           "reported as it is.", ""]
+           "*within noise* and never counts towards a criterion. Finding 2 is about the spread over seeds and "
+           "prompt lengths, reported as it is.", ""]
     for i, f in ((1, f1), (2, f2), (3, f3)):
         out += [f"## Finding {i}: **{f['status']}**", "", f"Paper: {PAPER_FINDINGS[i]}", ""] + f["lines"] + [""]
     return "\n".join(out)

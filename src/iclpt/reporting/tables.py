@@ -124,18 +124,3 @@ def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     out += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(out)
 
-
-def df_to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
-    """Plain pipe table (no tabulate dependency)."""
-    if df.empty:
-        return "(empty)\n"
-
-    def fmt(v):
-        if isinstance(v, float):
-            return "–" if math.isnan(v) else f"{v:.{digits}f}"
-        return "–" if v is None else str(v)
-
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
-    return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """Bootstrap intervals for the cells of the E1, E2 and E4 tables, and the paired tests behind findings.md.
 
-Every interval and test resamples the *test examples* (``iclpt.reporting.stats``, sacrebleu's conventions): BLEU from the
-per-example sufficient statistics the score rule writes to scores.jsonl (``"stats"``), the other metrics from
+Every interval and test resamples the *test examples* (``iclpt.reporting.stats``, sacrebleu's conventions): BLEU
+from the per-example sufficient statistics the score rule writes to scores.jsonl (``"stats"``), the other metrics from
 the per-example 0/100 scores. A cell that averages several seeds gets the bootstrap of that seed mean: each
 resample of the examples is applied to every seed's per-example data, each seed is rescored on it and the
 scores are averaged. So the interval is the test-set uncertainty of the reported number with the seeds held
@@ -32,11 +32,12 @@ from iclpt.reporting.aggregate import (
     ICL,
     IPT,
     PT,
-    RUN_KEYS,
+    REFERENCE,
     bucket_cells,
     main_setting,
-    parse_run_path,
     reference_label,
+    run_beside,
+    versus,
 )
 from iclpt.reporting.stats import (
     Bootstrap,
@@ -64,10 +65,10 @@ class RunScores:
 
 
 def load_scores(score_files: Iterable[PathLike]) -> dict[RunKey, RunScores]:
-    """{run key (RUN_KEYS order): RunScores} of scores.jsonl files (.../predictions/<run>/scores.jsonl)."""
+    """{run key (RUN_KEYS order): RunScores} of scores.jsonl files, each named by the metrics.json beside it."""
     out: dict[RunKey, RunScores] = {}
     for f in score_files:
-        k = parse_run_path(f)
+        run = run_beside(f)
         rows = read_jsonl(f, required=("id",))
         names = list(dict.fromkeys(n for r in rows for n in r if n not in ("id", "stats")))
         values = {n: np.array([math.nan if r.get(n) is None else float(r[n]) for r in rows]) for n in names}
@@ -76,7 +77,7 @@ def load_scores(score_files: Iterable[PathLike]) -> dict[RunKey, RunScores]:
             if not all(n in (r.get("stats") or {}) for r in rows):
                 raise DataError(f"{f}: some lines lack the {n!r} statistics")
             stats[n] = np.array([r["stats"][n] for r in rows], dtype=float)
-        out[tuple(k[c] for c in RUN_KEYS)] = RunScores(str(f), tuple(str(r["id"]) for r in rows), values, stats)
+        out[tuple(run)] = RunScores(str(f), tuple(str(r["id"]) for r in rows), values, stats)
     return out
 
 
@@ -235,9 +236,9 @@ def _reference_method(source: str) -> str | None:
     return next((n for n in DEFAULT_METHODS if reference_label(n) == source), None)
 
 
-def _transfer_method(source: str) -> str:
-    fam = next(m for m in METHODS.values() if m.family)
-    return family_name(fam, source)
+def _family_method(kind: str, source: str) -> str:
+    """The run method of an E4 family row: its family (the row's kind) from the source task."""
+    return family_name(METHODS[kind], source)
 
 
 def with_transfer_ci(transfer: pd.DataFrame, scores: dict[RunKey, RunScores], main_len: int,
@@ -248,17 +249,17 @@ def with_transfer_ci(transfer: pd.DataFrame, scores: dict[RunKey, RunScores], ma
     draws = _Resamples(boot)
     lows, highs, p_icl, p_pt = [], [], [], []
     for r in transfer.itertuples():
-        method = _transfer_method(r.source) if r.kind == "transfer" else _reference_method(r.source)
+        method = _family_method(r.kind, r.source) if r.kind != REFERENCE else _reference_method(r.source)
         runs = _setting(scores, r.target, r.model, method, main_len) if method else []
         lo, hi = _nan_pair(cell_interval(runs, r.metric, boot, draws))
         lows.append(lo)
         highs.append(hi)
         for ref, out in ((ICL, p_icl), (PT, p_pt)):
             c = compare(runs, _setting(scores, r.target, r.model, ref, main_len), r.metric, boot, draws) \
-                if r.kind == "transfer" else None
+                if r.kind != REFERENCE else None
             out.append(c[0].p_value if c else math.nan)
     res = _insert_after(transfer, "mean", {"ci_low": lows, "ci_high": highs})
-    res["p_icl"], res["p_pt"] = p_icl, p_pt
+    res[f"p_{ICL}"], res[f"p_{PT}"] = p_icl, p_pt
     return res
 
 
@@ -306,7 +307,7 @@ def comparisons_table(scores: dict[RunKey, RunScores], per_example: pd.DataFrame
     for task, model in cells:
         ipt, pt = _setting(scores, task, model, IPT, main_len), _setting(scores, task, model, PT, main_len)
         for metric in _metrics(ipt):
-            rows.append(_row("ipt_vs_pt", task, model, metric, label(IPT), label(PT), ipt, pt, boot, draws))
+            rows.append(_row(versus(IPT, PT), task, model, metric, label(IPT), label(PT), ipt, pt, boot, draws))
         for method in E2_METHODS:
             ret = _setting(scores, task, model, method, main_len, "retrieved")
             rnd = _setting(scores, task, model, method, main_len, "random")
@@ -314,11 +315,12 @@ def comparisons_table(scores: dict[RunKey, RunScores], per_example: pd.DataFrame
                 rows.append(_row("retrieved_vs_random", task, model, metric, f"{label(method)} retrieved",
                                  f"{label(method)} random", ret, rnd, boot, draws, method=method))
         for name in sorted({k[2] for k in scores if k[:2] == (task, model)}):
-            source = split_name(name)[1]
+            family, source = split_name(name)
             if source is None:
                 continue
             tr = _setting(scores, task, model, name, main_len)
-            for ref, kind in ((ICL, "transfer_vs_icl"), (PT, "transfer_vs_pt")):
+            for ref in (ICL, PT):
+                kind = versus(family.name, ref)
                 refs = _setting(scores, task, model, ref, main_len)
                 for metric in _metrics(tr):
                     rows.append(_row(kind, task, model, metric, label(name), reference_label(ref), tr, refs, boot,

@@ -9,6 +9,7 @@ from iclpt.data.tasks.mtop import TASK as _MTOP
 from iclpt.data.tasks.spider import TASK as _SPIDER
 from iclpt.data.tasks.totto import TASK as _TOTTO
 
+
 class UnknownTaskError(KeyError):
     """An unknown task name; the message lists the known ones."""
 

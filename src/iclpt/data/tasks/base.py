@@ -14,11 +14,12 @@ registering it in `iclpt.data.tasks.TASKS`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from iclpt.io import DataError
+from iclpt.io import DataError, PathLike
 
 SPLITS = ("train", "dev", "test")
 _WS = re.compile(r"\s+")
@@ -102,7 +103,10 @@ class Task:
 
     A task is one module: its adapter (`load`), its official download (`download`), its metrics (the first is
     the primary one) with their answer normalisation (`normalize_answer`, used by exact match), and `version`
-    (bump it when the prepared data or the scoring of this task changes without a code change here)."""
+    (bump it when the prepared data or the scoring of this task changes without a code change here). It also
+    holds the facts other stages ask about it: `published_sizes` (split -> records of the official split, as
+    `load` emits them; only the splits known for certain), `demo_files` (split -> its small example file under
+    resources/demo_data) and, for tasks scored on databases, where those are (`database_dir`)."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
@@ -112,6 +116,8 @@ class Task:
     input_label: ClassVar[str] = "Input"
     output_label: ClassVar[str] = "Output"
     description: ClassVar[str] = ""
+    published_sizes: ClassVar[Mapping[str, int]] = {}
+    demo_files: ClassVar[Mapping[str, str]] = {}
 
     def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
         """Read one split file in the official format and return its records (in file order)."""
@@ -132,8 +138,22 @@ class Task:
         """The string exact match compares: surrounding whitespace removed, inner runs collapsed to one space."""
         return " ".join(str(text).split())
 
+    def database_dir(self, files: Mapping[str, str], base: str) -> str | None:
+        """The folder holding `<db_id>/<db_id>.sqlite` of the test split, for a task whose metrics read databases
+        (`files`: split -> path under `base`, the configured data_root or download folder); None otherwise."""
+        return None
+
+    def database_tables(self, database_dir: PathLike) -> Path | None:
+        """The schema file (with the foreign keys) beside `database_dir`, when the task ships one and it exists."""
+        return None
+
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+
+def database_file(database_dir: PathLike, db_id: str) -> Path:
+    """`<database_dir>/<db_id>/<db_id>.sqlite`: where a database task keeps the database of `db_id` ("*" globs all)."""
+    return Path(database_dir) / db_id / f"{db_id}.sqlite"
 
 
 def check_split(split: str) -> None:

@@ -14,8 +14,8 @@ Records: in `train`, one record per annotation (several training pairs of one en
 entry id `dart-train-<entry index>`; record ids `dart-train-<entry index>-<annotation index>`); in `dev` /
 `test`, one record per entry (`dart-<split>-<entry index>`) with ALL annotation texts as references and the
 first as target. Empty annotation texts (e.g. `<lex ... />`; one of the 1,269 `<lex>` of the offline
-test.xml sample) are dropped and counted in `meta.empty_references`; an entry with none is skipped in train (listed in prepare.json's
-`excluded`) and is an error in dev/test. `meta.eid` keeps the XML entry id.
+test.xml sample) are dropped and counted in `meta.empty_references`; an entry with none is skipped in train
+(listed in prepare.json's `excluded`) and is an error in dev/test. `meta.eid` keeps the XML entry id.
 """
 
 from __future__ import annotations
@@ -24,8 +24,17 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from iclpt.data.tasks.base import (
+    DownloadSpec,
+    RemoteFile,
+    Task,
+    check_split,
+    make_id,
+    make_record,
+    one_line,
+    require_file,
+)
 from iclpt.io import DataError, read_json
-from iclpt.data.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line, require_file
 
 _DART_URL = "https://raw.githubusercontent.com/Yale-LILY/dart/master/data/v1.1.1/"
 
@@ -92,6 +101,8 @@ class DART(Task):
     input_label = "Triples"
     output_label = "Text"
     description = "RDF triple set -> text"
+    published_sizes = {"test": 5097}
+    demo_files = {"train": "dart/train.json", "dev": "dart/dev.json", "test": "dart/test.xml"}
     download = DownloadSpec("dart", tuple(
         RemoteFile(_DART_URL + n, n) for n in (
             "dart-v1.1.1-full-train.json", "dart-v1.1.1-full-dev.json",

@@ -27,9 +27,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+from iclpt.data.tasks.base import (
+    DownloadSpec,
+    RemoteFile,
+    Task,
+    check_split,
+    make_id,
+    make_record,
+    one_line,
+    require_fields,
+    require_file,
+    require_str,
+)
 from iclpt.io import DataError, read_json, read_lines
-from iclpt.data.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
-                              require_fields, require_file, require_str)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,9 @@ class Logic2Text(Task):
     input_label = "Logic"
     output_label = "Sentence"
     description = "logical form over a table (+ caption) -> one sentence"
+    published_sizes = {"test": 1092}
+    demo_files = {"train": "logic2text/train_lm.json", "dev": "logic2text/valid.json",
+                  "test": "logic2text/test.json"}
     download = DownloadSpec("logic2text", tuple(
         RemoteFile(_L2T_URL + n, n) for n in ("train.json", "valid.json", "test.json")
     ), note="czyssrs/Logic2Text dataset/ (MIT)")
@@ -92,7 +105,8 @@ class Logic2Text(Task):
             meta = {"action": row.get("action"), "table_id": Path(row["url"]).name if row.get("url") else None}
             rid = make_id("logic2text", split, n)
             records.append(
-                make_record("logic2text", split, rid, linearize(row["topic"], row["logic_str"]), [row["sent"]], meta, where=where)
+                make_record("logic2text", split, rid, linearize(row["topic"], row["logic_str"]), [row["sent"]], meta,
+                            where=where)
             )
         return records
 
@@ -128,7 +142,8 @@ class Logic2Text(Task):
             table_id, topic = hit
             rid = make_id("logic2text", split, n)
             records.append(
-                make_record("logic2text", split, rid, linearize(topic, form), [sent], {"table_id": table_id}, where=where)
+                make_record("logic2text", split, rid, linearize(topic, form), [sent], {"table_id": table_id},
+                            where=where)
             )
         if skipped:
             log.warning(

@@ -21,10 +21,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from iclpt.data.tasks.base import (
+    DownloadSpec,
+    RemoteFile,
+    Task,
+    check_split,
+    make_id,
+    make_record,
+    require_file,
+    require_str,
+)
 from iclpt.io import DataError, read_jsonl, read_lines
-from iclpt.data.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, require_file,
-                              require_str)
-
 
 TSV_COLUMNS = ("id", "intent", "slots", "utterance", "domain", "locale", "decoupled logical form", "tokens JSON")
 
@@ -58,6 +65,8 @@ class MTOP(Task):
     input_label = "Utterance"
     output_label = "Parse"
     description = "utterance -> decoupled logical form"
+    published_sizes = {"test": 4386}
+    demo_files = {"train": "mtop/train.json", "dev": "mtop/dev.json", "test": "mtop/test.json"}
     download = DownloadSpec("mtop", (
         RemoteFile("https://dl.fbaipublicfiles.com/mtop/mtop.zip", "mtop.zip", archive="zip"),
     ), note="official MTOP release, https://fb.me/mtop_dataset (CC BY-SA 4.0)")

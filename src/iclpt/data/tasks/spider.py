@@ -4,16 +4,18 @@ Official format: `train_spider.json` / `dev.json` are JSON lists of `{db_id, que
 schemas are in `tables.json` (a list of `{db_id, table_names_original, column_names_original, ...}`), found
 next to the split file (or passed as `tables=`); the SQLite databases are `database/<db_id>/<db_id>.sqlite`
 next to it. The current release also ships the test set: a split file named `test.json` reads
-`test_tables.json` and `test_database/<db_id>/<db_id>.sqlite` beside it instead (`tables_path`, `database_root`).
+`test_tables.json` and `test_database/<db_id>/<db_id>.sqlite` beside it instead (`tables_path`, `database_root`;
+`database_dir` gives the workflow and the metrics the test split's database folder, `database_tables` the
+schemas beside it: this module is the one place that layout is written).
 
 Linearisation (the UnifiedSKG / PICARD serialisation, with the original table and column names the SQL uses):
 `<question> | <db_id> | <table> : <col> , <col> | <table> : ...`, e.g.
 `How many singers do we have? | concert_singer | stadium : Stadium_ID , Location , ... | singer : Singer_ID , ...`.
 Target: `query` with whitespace collapsed outside quoted literals (string literals are kept byte-for-byte,
 so execution is unchanged; the references bypass `make_record`'s whitespace collapsing, `exact_references`).
-Metrics: the official exact set match (primary) and execution accuracy (`iclpt.evaluation.metrics`); `normalize_answer`
-(`sql_match_key`) serves the secondary string metric `exact_match_string`. `meta`: `db_id`, and `db_path` (the SQLite file, as a path string built from the
-split file's path) when that file exists, else null.
+Metrics: the official exact set match (primary) and execution accuracy (`iclpt.evaluation.metrics`);
+`normalize_answer` (`sql_match_key`) serves the secondary string metric `exact_match_string`. `meta`: `db_id`,
+and `db_path` (the SQLite file, as a path string built from the split file's path) when that file exists, else null.
 A row whose `db_id` is not in tables.json is a DataError naming the file, the row and the db_id. A TEST row whose
 database file is missing (the test split is scored by executing SQL on it) is a DataError too, unless
 `missing_database="exclude"` (config `tasks.spider.missing_database`): it is then left out, appended to the
@@ -24,15 +26,32 @@ Ids: `spider-<split>-<index>`.
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from iclpt.io import DataError, read_json
-from iclpt.data.tasks.base import (DownloadSpec, RemoteFile, Task, check_split, make_id, make_record, one_line,
-                              require_fields, require_str)
+from iclpt.data.tasks.base import (
+    DownloadSpec,
+    RemoteFile,
+    Task,
+    check_split,
+    database_file,
+    make_id,
+    make_record,
+    one_line,
+    require_fields,
+    require_str,
+)
+from iclpt.io import DataError, PathLike, read_json
 
 log = logging.getLogger(__name__)
+
+#: the release's test split file, whose schemas and databases sit in their own files beside it
+TEST_RELEASE = "test.json"
+#: (schemas file, database folder) beside a split file: the usual ones, and those of the test release
+LAYOUT, TEST_LAYOUT = ("tables.json", "database"), ("test_tables.json", "test_database")
 
 
 def normalize_sql(sql: str) -> str:
@@ -101,6 +120,8 @@ class Spider(Task):
     input_label = "Question"
     output_label = "SQL"
     description = "question + database schema -> SQL"
+    published_sizes = {"test": 1034}
+    demo_files = {"train": "spider/train_spider.json", "dev": "spider/dev.json", "test": "spider/dev.json"}
     download = DownloadSpec("spider", (
         RemoteFile("https://drive.usercontent.google.com/download?id=1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J"
                    "&export=download&confirm=t", "spider_data.zip", archive="zip"),
@@ -113,15 +134,30 @@ class Spider(Task):
     @staticmethod
     def is_test_release(path: Path) -> bool:
         """True for the release's test split file (`test.json`), whose schemas and databases are separate."""
-        return Path(path).name == "test.json"
+        return Path(path).name == TEST_RELEASE
+
+    def layout(self, path: Path) -> tuple[str, str]:
+        """(schemas file, database folder) beside the split file `path`."""
+        return TEST_LAYOUT if self.is_test_release(path) else LAYOUT
 
     def tables_path(self, path: Path) -> Path:
         """`test_tables.json` beside `test.json`, else `tables.json` beside the split file."""
-        return Path(path).with_name("test_tables.json" if self.is_test_release(path) else "tables.json")
+        return Path(path).with_name(self.layout(path)[0])
 
     def database_root(self, path: Path) -> Path:
         """`test_database/` beside `test.json`, else `database/` beside the split file."""
-        return Path(path).parent / ("test_database" if self.is_test_release(path) else "database")
+        return Path(path).parent / self.layout(path)[1]
+
+    def database_dir(self, files: Mapping[str, str], base: str) -> str:
+        """The test split's database folder: <base>/<folder of the test file>/database (test_database for the
+        release's test.json), as `load` reads it."""
+        return os.path.normpath(self.database_root(Path(base) / files["test"]))
+
+    def database_tables(self, database_dir: PathLike) -> Path | None:
+        """`test_tables.json` beside `test_database/`, else `tables.json` beside the folder, when it exists."""
+        d = Path(database_dir)
+        tables, _ = TEST_LAYOUT if d.name == TEST_LAYOUT[1] else LAYOUT
+        return d.parent / tables if (d.parent / tables).is_file() else None
 
     def side_files(self, split: str, path: Path) -> list[Path]:
         return [self.tables_path(path)]
@@ -158,7 +194,7 @@ class Spider(Task):
                 raise DataError(f"{where}: db_id {db_id!r} is not in {tables_file}")
             if db_id not in serialized:
                 serialized[db_id] = serialize_schema(schemas[db_id])
-            db_file = db_root / db_id / f"{db_id}.sqlite"
+            db_file = database_file(db_root, db_id)
             rid = make_id("spider", split, n)
             if not db_file.is_file():
                 no_db.append(rid)

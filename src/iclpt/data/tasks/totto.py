@@ -26,8 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from iclpt.io import DataError, read_jsonl
 from iclpt.data.tasks.base import DownloadSpec, RemoteFile, Task, check_split, make_record, one_line
+from iclpt.io import DataError, read_jsonl
 
 
 def _grid(table: list[list[dict[str, Any]]], where: str) -> tuple[dict, dict]:
@@ -115,6 +115,8 @@ class ToTTo(Task):
     input_label = "Table"
     output_label = "Sentence"
     description = "highlighted table cells (+ page and section title) -> one sentence"
+    published_sizes = {"test": 7700}
+    demo_files = {"train": "totto/train.jsonl", "dev": "totto/dev.jsonl", "test": "totto/test.jsonl"}
     download = DownloadSpec("totto", (
         RemoteFile("https://storage.googleapis.com/totto-public/totto_data.zip", "totto_data.zip", archive="zip"),
     ), note="official ToTTo release (CC BY-SA 3.0)")

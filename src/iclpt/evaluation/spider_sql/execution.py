@@ -7,8 +7,9 @@ import re
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any
 
 Row = tuple[Any, ...]
 _QUOTED_OR_WORD = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|\w+|\W")
@@ -41,7 +42,7 @@ def _connect_read_only(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def run_query(db_path: Union[str, "os.PathLike[str]"], query: str, timeout_s: float) -> list[Row]:
+def run_query(db_path: str | os.PathLike[str], query: str, timeout_s: float) -> list[Row]:
     """Execute on a read-only connection, interrupted after ``timeout_s`` seconds."""
     conn = _connect_read_only(Path(db_path))
     deadline = time.monotonic() + timeout_s
@@ -100,7 +101,7 @@ def results_equal(gold: list[Row], pred: list[Row], order_matters: bool) -> bool
 def execution_match(
     pred_sql: str,
     gold_sql: str,
-    db_path: Union[str, "os.PathLike[str]"],
+    db_path: str | os.PathLike[str],
     timeout_s: float = 30.0,
     keep_distinct: bool = False,
 ) -> bool | None:

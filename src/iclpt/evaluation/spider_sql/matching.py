@@ -9,7 +9,8 @@ partial components must all score 1 and the FROM table units must agree.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .parser import SQL_OPS, WHERE_OPS, Sql
 from .schema import SpiderSchema, column_id

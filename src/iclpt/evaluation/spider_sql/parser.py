@@ -19,7 +19,8 @@ queries parse and produce the same structures.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .schema import ALL_COLUMNS, SpiderSchema, column_id, table_id
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
 ALL_COLUMNS = "__all__"
 
@@ -119,7 +120,7 @@ def _fk_map_from_id_pairs(pairs: list[tuple[str, str]], tables: Mapping[str, tup
 
 
 def schema_from_sqlite(
-    db_path: Union[str, "os.PathLike[str]"], tables_entry: Mapping[str, Any] | None = None
+    db_path: str | os.PathLike[str], tables_entry: Mapping[str, Any] | None = None
 ) -> SpiderSchema:
     """Schema read from the SQLite file (names as the official ``get_schema``).
 

@@ -1,8 +1,9 @@
-"""Checks that stop a mistake early and name it: the config at parse time, and artefacts where they are read.
+"""Parse-time checks of the validated config: stop a mistake before any job exists, and name it.
 
 Parse time (:func:`check_config`, called by ``workflow/rules/common.smk`` right after schema validation, before
-any job exists; the data files by the ``Snakefile`` once it has included the data stage): every problem the validated config alone reveals is collected and raised as one
-:class:`ConfigError`, one line per problem, each naming the key, its value and what was expected:
+any job exists; the data files by the ``Snakefile`` once it has included the data stage): every problem the
+validated config alone reveals is collected and raised as one :class:`ConfigError`, one line per problem, each
+naming the key, its value and what was expected:
 
 - integer-valued keys that got a float (JSON Schema accepts ``6.0`` as an integer; ``range(6.0)`` does not);
 - ``resources:`` entries whose rule name is not a rule of the workflow (read from the rule files, so the list
@@ -13,39 +14,33 @@ any job exists; the data files by the ``Snakefile`` once it has included the dat
   (``build:`` blocks, local folders, cached hub models, an already fetched ``gguf:`` folder), a tiny build whose
   ``hidden_size`` is not a multiple of ``num_heads``, ``train.warmup_steps`` vs ``train.max_steps``, the
   ``prompt.init`` settings;
-- model ``path:`` values: an existing local folder must hold a loadable model (:func:`check_model_dir`), a
-  path-like value that does not exist is named as a missing folder, anything else must be a well-formed hub id;
+- model ``path:`` values: an existing local folder must hold a loadable model
+  (:func:`iclpt.artifacts.check_model_dir`), a path-like value that does not exist is named as a missing folder,
+  anything else must be a well-formed hub id;
 - the data files of tasks with ``source: local`` (and the files their adapters read beside them) must exist;
   for ``source: download`` once the download's manifest exists.
 
-Artefact checks (called by the jobs that read them): :func:`check_model_dir` (the missing or truncated file of a
-model folder; safetensors headers against the file size), :func:`check_safetensors`.
-
-Stdlib only (plus the light iclpt registries): the Snakefile imports this at parse time.
+Stdlib, :mod:`iclpt.artifacts` and the light iclpt registries (methods, runs, tasks; some imported inside
+functions): the Snakefile imports this at parse time. No job imports it: the artefact checks jobs run live in
+:mod:`iclpt.artifacts`, so that editing a registry changes no job's code digest through them.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from iclpt.artifacts import HUB_ID_RE, check_model_dir, context_of, hub_cached_file, looks_local
 from iclpt.io import DataError
 
 #: the fewest tokens a query can take besides its input (the tail's newline and output label); a lower bound,
 #: so the parse-time budget check never rejects a config the jobs could run
 MIN_TEMPLATE_TOKENS = 2
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9_])?(?:/[A-Za-z0-9_](?:[\w.-]*[A-Za-z0-9_])?)?$")
 _RULE_RE = re.compile(r"^(?:rule|checkpoint)\s+([A-Za-z_]\w*)\s*:", re.M)
-_CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "seq_length")
-_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-_WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
 class ConfigError(ValueError):
@@ -202,13 +197,6 @@ def model_path_problem(path: str, name: str) -> str | None:
     return None
 
 
-def looks_local(path: str) -> bool:
-    """Absolute, ./ ../ ~ paths, Windows separators, more than one '/', or a first component that is a folder here."""
-    first = path.split("/")[0]
-    return (os.path.isabs(path) or path.startswith((".", "~")) or "\\" in path or path.count("/") > 1
-            or ("/" in path and os.path.isdir(first)))
-
-
 # ---- data files -------------------------------------------------------------------------------------------------
 def data_files(config: Mapping[str, Any]) -> list[str]:
     """Local tasks: every split file and each file its adapter reads beside it exists. Download tasks: the same
@@ -357,107 +345,3 @@ def model_context(model: Mapping[str, Any], folder: Path | None = None) -> int |
     else:
         cfg = folder / "config.json" if folder is not None else None
     return context_of(cfg) if cfg is not None and cfg.is_file() else None
-
-
-def context_of(config_json: Path) -> int | None:
-    """n_positions / max_position_embeddings / seq_length of a config.json (or of its text_config)."""
-    try:
-        cfg = json.loads(config_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    for node in (cfg, cfg.get("text_config") or {}):
-        for key in _CONTEXT_KEYS:
-            v = node.get(key)
-            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-                return v
-    return None
-
-
-def hub_cached_file(repo_id: str, filename: str) -> Path | None:
-    """`filename` of the cached main revision of a hub model (HF_HUB_CACHE / HF_HOME layout), if cached."""
-    if not HUB_ID_RE.match(repo_id):
-        return None
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
-    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
-    try:
-        rev = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    path = repo / "snapshots" / rev / filename
-    return path if path.is_file() else None
-
-
-# ---- artefacts: model folders ------------------------------------------------------------------------------------
-def check_model_dir(path: str | os.PathLike[str], name: str = "") -> Path:
-    """Raise DataError naming the model and the missing or truncated file unless `path` holds a model:
-    config.json (valid JSON), weights (model.safetensors / pytorch_model.bin, or an index and every shard it
-    lists; safetensors files checked against their header) and a tokenizer."""
-    path = Path(path)
-    who = f"model {name!r}: " if name else ""
-    if not path.is_dir():
-        raise DataError(f"{who}model folder {path} does not exist")
-    _check_json(path / "config.json", who)
-    for weights in _weight_files(path, who):
-        if weights.suffix == ".safetensors":
-            check_safetensors(weights, who)
-    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
-        raise DataError(f"{who}folder {path} has no tokenizer (expected one of {', '.join(_TOKENIZER_FILES)})")
-    return path
-
-
-def model_files(path: str) -> list[str]:
-    """config.json and the weight files of a local model folder (what its jobs depend on); [] for a hub id."""
-    folder = Path(os.path.expanduser(path))
-    if not folder.is_dir():
-        return []
-    return [str(folder / "config.json")] + [str(w) for w in _weight_files(folder, "")]
-
-
-def _check_json(path: Path, who: str) -> None:
-    if not path.is_file():
-        raise DataError(f"{who}folder {path.parent} is missing {path.name}")
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{who}{path} is not valid JSON (truncated or corrupt?): {e}") from None
-
-
-def _weight_files(path: Path, who: str) -> list[Path]:
-    for w in _WEIGHTS:
-        if (path / w).is_file():
-            return [path / w]
-    for idx in _WEIGHT_INDEXES:
-        if (path / idx).is_file():
-            _check_json(path / idx, who)
-            try:
-                shards = sorted(set(json.loads((path / idx).read_text(encoding="utf-8"))["weight_map"].values()))
-            except (KeyError, AttributeError, TypeError):
-                raise DataError(f"{who}{path / idx} has no weight_map") from None
-            missing = [s for s in shards if not (path / s).is_file()]
-            if missing:
-                raise DataError(f"{who}folder {path} is missing {missing[0]} (listed in {idx})")
-            return [path / s for s in shards]
-    raise DataError(f"{who}folder {path} has no weights (expected {' or '.join(_WEIGHTS)}, or a sharded index)")
-
-
-def check_safetensors(path: str | os.PathLike[str], who: str = "") -> None:
-    """Raise DataError unless the file's size is what its safetensors header says (catches truncated copies)."""
-    path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise DataError(f"{who}{path} is truncated ({size} bytes; not a safetensors file)")
-        n = struct.unpack("<Q", raw)[0]
-        if n > size - 8:
-            raise DataError(f"{who}{path} is truncated: its header alone needs {n + 8} bytes, the file has {size}")
-        try:
-            header = json.loads(fh.read(n).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise DataError(f"{who}{path}: unreadable safetensors header (corrupt file?)") from None
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    if size != 8 + n + end:
-        state = "truncated" if size < 8 + n + end else "longer than its header says"
-        raise DataError(f"{who}{path} is {state}: {size} bytes, expected {8 + n + end}")
-
