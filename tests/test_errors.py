@@ -7,6 +7,7 @@ DAG; (3) exact data readers; (4) artefacts validated where they are read; (5) a 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -91,6 +92,18 @@ def test_more_demos_than_stored_candidates():
     assert problems(tiny(demos__n_demos=4)) == []
     # a config whose runs take no demos is not held to it (transfer runs take demos: off here)
     assert problems(tiny(demos__n_demos=5, methods=["zeroshot", "pt"], experiments__transfer=False)) == []
+
+
+def test_a_methods_own_demo_count_is_held_to_the_stored_candidates(monkeypatch):
+    from iclpt.orchestration import methods
+
+    ipt = methods.METHODS["ipt"]
+    monkeypatch.setitem(methods.METHODS, "ipt", dataclasses.replace(ipt, demo_count=6))
+    msg = only(tiny(demos__n_demos=1))
+    assert msg == ("method ipt takes 6 demos, more than retrieval.k = 4, the candidates stored per query; "
+                   "expected retrieval.k >= 6")
+    monkeypatch.setitem(methods.METHODS, "ipt", dataclasses.replace(ipt, demo_count=4))
+    assert problems(tiny(demos__n_demos=1)) == []
 
 
 def test_k_needs_more_train_examples_than_a_max_examples_limit_leaves():

@@ -279,11 +279,16 @@ def demo_limits(config: Mapping[str, Any]) -> list[str]:
     from iclpt.orchestration.runs import plan
 
     k, n = config["retrieval"]["k"], config["demos"]["n_demos"]
-    runs = plan(config).predict
     out = []
-    if any(get_method(r.method).n_demos(r.demos, n) for r in runs) and n > k:
+    runs = plan(config).predict
+    if n > k and any(get_method(r.method).demo_count is None and r.demos != "none" for r in runs):
         out.append(f"demos.n_demos = {n} is more than retrieval.k = {k}, the candidates stored per query: every "
                    f"prompt would get at most {k} demos; expected n_demos <= k (raise retrieval.k or lower n_demos)")
+    for name in sorted({r.method for r in runs}):
+        own = get_method(name).demo_count
+        if own is not None and own > k:
+            out.append(f"method {name} takes {own} demos, more than retrieval.k = {k}, the candidates stored per "
+                       f"query; expected retrieval.k >= {own}")
     for task, t in config["tasks"].items():
         cap = (t.get("max_examples") or {}).get("train")
         if cap is not None and k >= cap:
