@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.normpath(os.path.join(workflow.current_basedir, "..",
 from iclpt import artifacts  # noqa: E402
 from iclpt.orchestration import codeversion, config_checks, methods, runs  # noqa: E402
 from iclpt.io import file_sha256  # noqa: E402
-from iclpt.orchestration.layout import WILDCARDS, Layout  # noqa: E402
+from iclpt.orchestration.layout import METRICS, WILDCARDS, Layout  # noqa: E402
 from iclpt.evaluation.metrics import task_metrics, task_needs_database  # noqa: E402
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
@@ -498,6 +498,12 @@ def _in_main_length(r):
 
 def _scores_of(keep):
     return [LAYOUT.scores(r) for r in predict_runs() if _in_main_length(r) and keep(r)]
+
+
+def metrics_beside(*file_lists):
+    """The metrics.json beside each of these run files: the reports read a scores file's run identity from it
+    (iclpt.reporting.aggregate.run_beside), so it is an input of every rule that reads scores."""
+    return sorted({os.path.join(os.path.dirname(f), METRICS) for files in file_lists for f in files})
 
 
 def main_ci_scores():

@@ -19,6 +19,7 @@ rule report_main:
     input:
         runs=LAYOUT.table("all_runs.csv"),
         scores=main_ci_scores(),
+        run_metrics=metrics_beside(main_ci_scores()),
     output:
         csv=report(LAYOUT.table("main.csv"), caption="../report/main.rst", category="E1 main table"),
         md=report(LAYOUT.table("main.md"), caption="../report/main.rst", category="E1 main table"),
@@ -59,6 +60,7 @@ rule report_similarity:
         scores=[LAYOUT.scores(r) for r in _bucket_runs()],
         predictions=[LAYOUT.predictions(r) for r in _bucket_runs()],
         ci_scores=similarity_ci_scores(),
+        run_metrics=metrics_beside([LAYOUT.scores(r) for r in _bucket_runs()], similarity_ci_scores()),
     output:
         csv=report(LAYOUT.table("similarity.csv"), caption="../report/similarity.rst", category="E2 demo similarity"),
         buckets=report(
@@ -121,6 +123,7 @@ rule report_transfer:
     input:
         runs=LAYOUT.table("all_runs.csv"),
         scores=transfer_ci_scores(),
+        run_metrics=metrics_beside(transfer_ci_scores()),
     output:
         csv=report(LAYOUT.table("transfer.csv"), caption="../report/transfer.rst", category="E4 transfer"),
         png=report(LAYOUT.figure("transfer.png"), caption="../report/transfer_fig.rst", category="E4 transfer"),
@@ -143,6 +146,7 @@ rule report_comparisons:
         scores=comparison_scores(),
         bucket_scores=[LAYOUT.scores(r) for r in _bucket_runs()],
         bucket_predictions=[LAYOUT.predictions(r) for r in _bucket_runs()],
+        run_metrics=metrics_beside(comparison_scores(), [LAYOUT.scores(r) for r in _bucket_runs()]),
     output:
         csv=report(LAYOUT.table("comparisons.csv"), caption="../report/comparisons.rst", category="Findings"),
     log:
