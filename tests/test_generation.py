@@ -105,7 +105,7 @@ def test_predict_job_writes_the_contract_fields(tmp_path):
     rows = [json.loads(x) for x in lines]
     assert [r["id"] for r in rows] == ["x0", "x1", "x2", "x3"]
     keys = {"id", "task", "model", "method", "seed", "prompt_length", "demo_source", "demo_ids", "demo_scores",
-            "input_text", "prediction", "references", "meta"}
+            "input_text", "prediction", "references", "meta", "max_new_tokens", "ref_tokens"}
     for line, r in zip(lines, rows):
         assert set(r) == keys
         assert list(json.loads(line)) == sorted(keys)  # sorted keys
@@ -114,6 +114,7 @@ def test_predict_job_writes_the_contract_fields(tmp_path):
     assert r["demo_ids"] == ["t2"] and r["demo_scores"] == [0.8] and r["prompt_length"] == 3
     assert r["input_text"] == "Triples: cat 2\nText: the cat 2.\n\nTriples: dog 1 runs\nText:"
     assert r["references"] == ["y", "z"] and r["meta"] == {"group": "g1"}
+    assert r["max_new_tokens"] == 6 and len(r["ref_tokens"]) == 2 and all(n >= 2 for n in r["ref_tokens"])
     # ICL: no prompt, same demos; PT: no demos
     icl = dict(params, method="icl", length=0)
     predict_job(model_path=tiny_model_dir("gpt2"), test_path=str(tmp_path / "test.jsonl"), out_path=out,

@@ -66,7 +66,7 @@ def test_method_names_resolve_and_unknown_is_an_error():
 
 
 def test_every_role_belongs_to_one_method_and_the_family_says_where_its_prompt_comes_from():
-    assert {method_with_role(r) for r in ROLES} == {"icl", "pt", "ipt", "transfer"}
+    assert {method_with_role(r) for r in ROLES} == {"icl", "pt", "ipt", "transfer", "untrained"}
     fam = METHODS["transfer"]
     assert fam.prompt_from == "pt" and METHODS[fam.prompt_from].trains
     assert fam.experiment in schema()["properties"]["experiments"]["properties"]
@@ -78,6 +78,27 @@ def test_every_role_belongs_to_one_method_and_the_family_says_where_its_prompt_c
         methods.Method("x", "X", "#000000", methods.PROMPT_NONE, ("none",), role="nobody")
     with pytest.raises(ValueError, match="family"):
         methods.Method("x", "X", "#000000", methods.PROMPT_SOURCE, ("retrieved",), family=True)
+
+
+def test_the_transfer_control_is_an_untrained_prompt_that_runs_with_its_experiment():
+    ctl = METHODS["untrained"]
+    assert ctl.control and ctl.train_steps == 0 and ctl.trains and ctl.experiment == "transfer"
+    assert "untrained" not in methods.CONFIG_METHODS  # never listed in a config's methods
+    cfg = {"tasks": {"dart": {}, "mtop": {}}, "models": {"m": {}}, "seeds": [0, 1], "methods": ["pt", "ipt"],
+           "prompt": {"length": 4, "lengths": [2, 4]}, "demos": {"sources": ["retrieved"]},
+           "experiments": {"main": True, "similarity": False, "stability": True, "transfer": True}}
+    p = runs.plan(cfg)
+    ctl_runs = [r for r in p.predict if r.method == "untrained"]
+    # every target task and seed, main length and demos only (not E3's other lengths)
+    assert sorted(ctl_runs) == [runs.Run(t, "m", "untrained", 4, "retrieved", s) for t in ("dart", "mtop")
+                                for s in (0, 1)]
+    assert set(ctl_runs) <= set(p.train)  # its "train" job: the initialised prompt, 0 steps
+    one_task = runs.plan({**cfg, "tasks": {"dart": {}}})
+    assert not [r for r in one_task.predict if r.method == "untrained"]  # no transfer runs, no control
+    off = runs.plan({**cfg, "experiments": {**cfg["experiments"], "transfer": False}})
+    assert not [r for r in off.predict if r.method == "untrained"]
+    with pytest.raises(ValueError, match="train_steps"):
+        methods.Method("x", "X", "#000000", methods.PROMPT_NONE, ("none",), train_steps=0)
 
 
 def test_a_method_may_fix_its_own_demo_count():
@@ -96,7 +117,8 @@ def test_check_run_rejects_what_the_registry_forbids():
 
 
 def test_paper_plan_counts():
-    """The paper grid: 5 tasks x 3 models x 5 seeds; PT/IPT at 6 lengths, random IPT/ICL, 20 transfer pairs."""
+    """The paper grid: 5 tasks x 3 models x 5 seeds; PT/IPT at 6 lengths, random IPT/ICL, 20 transfer pairs and
+    their untrained-prompt control."""
     cfg = load("config.yaml")
     plan = runs.plan(cfg)
     per_cell = Counter((r.method if not r.method.startswith("transfer_") else "transfer") for r in plan.predict)
@@ -107,7 +129,8 @@ def test_paper_plan_counts():
     assert per_cell["pt"] == cells * 5 * n_len
     assert per_cell["ipt"] == cells * 5 * (n_len + 1)
     assert per_cell["transfer"] == 20 * 3 * 5
-    assert len(plan.train) == per_cell["pt"] + per_cell["ipt"]
+    assert per_cell["untrained"] == cells * 5  # finding 3's control: every target, main setting, every seed
+    assert len(plan.train) == per_cell["pt"] + per_cell["ipt"] + per_cell["untrained"]
     assert all(runs.prompt_source(r) in set(plan.train) for r in plan.predict if get_method(r.method).uses_prompt)
 
 

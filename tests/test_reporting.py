@@ -48,6 +48,7 @@ from iclpt.reporting import (
     with_transfer_ci,
     write_csv,
 )
+from iclpt.reporting.findings import Settings
 from iclpt.reporting.stats import Bootstrap
 
 MAIN_LEN = 4
@@ -522,121 +523,6 @@ def test_figures_without_data_still_labelled(tmp_path):
         _saved(fig, tmp_path, f"empty{i}")
 
 
-# ---- findings -------------------------------------------------------------------------------------------------
-def _stab(pt_std, ipt_std, pt_len_means, ipt_len_means, cells=("dart", "mtop")):
-    rows = []
-    for task in cells:
-        for method, std, means in (("pt", pt_std, pt_len_means), ("ipt", ipt_std, ipt_len_means)):
-            for L, m in zip((1, MAIN_LEN), means):
-                rows.append({"task": task, "model": "m", "method": method, "length": L, "metric": "bleu",
-                             "n_seeds": 3, "mean": m, "std": std, "min": 0, "max": 0, "main": L == MAIN_LEN})
-    return pd.DataFrame(rows)
-
-
-PRIMARY = {"dart": "bleu", "mtop": "bleu"}
-
-
-def test_finding2_both_ways():
-    yes = finding2(_stab(5.0, 1.0, [10, 30], [20, 21]), PRIMARY)
-    assert yes["status"] == "supported" and yes["seed_std_lower"] == [True, True]
-    no = finding2(_stab(1.0, 5.0, [20, 21], [10, 30]), PRIMARY)
-    assert no["status"] == "not supported"
-    mixed = finding2(_stab(5.0, 1.0, [20, 21], [10, 30]), PRIMARY)
-    assert mixed["status"] == "mixed"
-    assert finding2(_stab(5.0, 1.0, [10, 30], [20, 21], cells=("dart",)), PRIMARY)["status"] == "not enough data"
-    assert finding2(None, PRIMARY, stability_run=False)["status"] == "not run"
-
-
-def _cmp(kind, diff, p, method="", cells=("dart", "mtop"), source=""):
-    """Rows of comparisons.csv: one per cell, a − b = diff with p-value p."""
-    return [{"comparison": kind, "task": t, "model": "m", "metric": "bleu", "method": method, "source": source,
-             "a": "A", "b": "B", "n_examples": 50, "n_seeds_a": 2, "n_seeds_b": 2, "mean_a": 10 + diff,
-             "mean_b": 10.0, "diff": diff, "diff_ci_low": diff - 1, "diff_ci_high": diff + 1, "p_value": p,
-             "within_noise": p >= 0.05, "test": "paired bootstrap over test examples"} for t in cells]
-
-
-def _f1_comparisons(ipt_pt=(2.0, 0.001), gap=(6.0, 0.001), ret_rand=(10.0, 0.001)):
-    return pd.DataFrame(_cmp("ipt_vs_pt", *ipt_pt) + _cmp("bucket_gap", *gap, method="ipt")
-                        + _cmp("retrieved_vs_random", *ret_rand, method="ipt")
-                        + _cmp("retrieved_vs_random", *ret_rand, method="icl"))
-
-
-def test_finding1_both_ways():
-    yes = finding1(_f1_comparisons(), PRIMARY)
-    assert yes["status"] == "supported" and yes["top_gt_bottom"] == [True, True]
-    cells = [line for line in yes["lines"] if line.startswith("  - ")]
-    assert len(cells) == 8 and not any("within noise" in line for line in cells)
-    no = finding1(_f1_comparisons(gap=(-6.0, 0.001), ret_rand=(-10.0, 0.001)), PRIMARY)
-    assert no["status"] == "not supported"
-    assert finding1(None, PRIMARY, similarity_run=False)["status"] == "not enough data"
-    only_buckets = finding1(_f1_comparisons().query("comparison != 'retrieved_vs_random'"), PRIMARY,
-                            similarity_run=False)
-    assert only_buckets["status"] == "supported" and only_buckets["criteria"]["retrieved_vs_random"] == "not run"
-
-
-def test_finding1_is_not_supported_on_differences_within_noise():
-    """The same positive differences, but with p >= alpha: every comparison says so and none counts."""
-    tie = finding1(_f1_comparisons(ipt_pt=(2.0, 0.4), gap=(6.0, 0.3), ret_rand=(10.0, 0.06)), PRIMARY)
-    assert tie["status"] == "not supported"
-    assert tie["top_gt_bottom"] == [False, False] and tie["retrieved_gt_random_ipt"] == [False, False]
-    cells = [line for line in tie["lines"] if line.startswith("  - ")]
-    assert len(cells) == 8 and all(line.endswith("— within noise") for line in cells)
-    assert "difference +6.00 [5.00, 7.00], p = 0.300" in "\n".join(cells)
-    assert "within noise in 2" in tie["lines"][0]
-    # p < alpha but an interval reaching 0 is within noise too (sacrebleu's p is close to one-sided)
-    edge = _f1_comparisons().assign(diff_ci_low=lambda d: d["diff_ci_low"].where(d["comparison"] != "bucket_gap", -0.5))
-    e = finding1(edge, PRIMARY)
-    assert e["criteria"] == {"buckets": "not supported", "retrieved_vs_random": "supported"}
-    assert sum(line.endswith("— within noise (the interval contains 0)") for line in e["lines"]) == 2
-    # the alpha decides: at 0.1 the retrieved-vs-random differences (p 0.06) count, the bucket gaps do not
-    loose = finding1(_f1_comparisons(ipt_pt=(2.0, 0.4), gap=(6.0, 0.3), ret_rand=(10.0, 0.06)), PRIMARY, alpha=0.1)
-    assert loose["criteria"] == {"buckets": "not supported", "retrieved_vs_random": "supported"}
-
-
-def _transfer_cmp(values, p=0.001):
-    """transfer_vs_icl rows of target dart: {source: diff}."""
-    return pd.DataFrame([r for s, d in values.items() for r in _cmp("transfer_vs_icl", d, p, method=f"transfer_{s}",
-                                                                   cells=("dart",), source=s)])
-
-
-def test_finding3_both_ways():
-    assert finding3(_transfer_cmp({"mtop": 10, "totto": 20}), PRIMARY)["status"] == "supported"
-    assert finding3(_transfer_cmp({"mtop": -5, "totto": 20}), PRIMARY)["status"] == "not supported"
-    assert finding3(_transfer_cmp({"mtop": 10}), PRIMARY)["status"] == "not enough data"
-    assert finding3(None, PRIMARY, transfer_run=False)["status"] == "not run"
-    noise = finding3(_transfer_cmp({"mtop": 10, "totto": 20}, p=0.2), PRIMARY)
-    assert noise["status"] == "not supported" and noise["beats_icl"] == [False, False]
-    assert sum("source totto" in line and line.endswith("within noise") for line in noise["lines"]) == 1
-
-
-def test_render_findings_from_csv_round_trip(tmp_path):
-    write_csv(pd.concat([_transfer_cmp({"mtop": 10, "totto": 20}), _f1_comparisons()]), tmp_path / "cmp.csv")
-    cmp_ = pd.read_csv(tmp_path / "cmp.csv")
-    f3 = finding3(cmp_, PRIMARY)
-    assert f3["beats_icl"] == [True, True]
-    text = render_findings("demo", finding1(cmp_, PRIMARY), finding2(_stab(5.0, 1.0, [10, 30], [20, 21]), PRIMARY),
-                           f3, n_resamples=1000)
-    assert "## Finding 2: **supported**" in text and "2/2" in text and "## Finding 1: **supported**" in text
-    assert "1000 resamples" in text and "p ≥ 0.05, or whose interval contains 0, is *within noise*" in text
-
-
-def test_findings_print_the_zeroshot_baseline():
-    plain, zs = _runs_frame(_golden_rows()), _runs_frame(_golden_rows() + ZEROSHOT_ROWS)
-    out = {}
-    for name, runs in (("plain", plain), ("zs", zs)):
-        out[name] = (finding1(None, PRIMARY, min_cells=1, similarity=similarity_table(runs, MAIN_LEN)),
-                     finding3(None, PRIMARY, min_cells=1, transfer=transfer_table(runs, MAIN_LEN)))
-    for before, after in zip(out["plain"], out["zs"]):
-        assert after["status"] == before["status"]  # the verdicts never use the baseline
-        extra = [line for line in after["lines"] if line not in before["lines"]]
-        assert len(extra) == 1 and len(after["lines"]) == len(before["lines"]) + 1
-        assert extra[0].startswith("- Zero-shot baseline")
-    assert out["zs"][0]["lines"][-1].endswith("dart / m 3.00 (ICL retrieved 8.00); mtop / m 7.00 (ICL retrieved 40.00)")
-    assert out["zs"][1]["lines"][-1].endswith("dart / m 3.00 (ICL on the target 8.00); "
-                                               "mtop / m 7.00 (ICL on the target 40.00)")
-    assert not any("Zero-shot" in line for f in out["plain"] for line in f["lines"])
-
-
 # ---- bootstrap intervals in the tables, paired tests behind the findings ------------------------------------
 BOOT = Bootstrap(n_resamples=400, alpha=0.05, seed=0)
 N_TEST = 40
@@ -720,7 +606,7 @@ def test_tables_carry_bootstrap_intervals_that_bracket_the_cells(tmp_path):
         i = list(sim.columns).index(f"{side}_mean")
         assert list(sim.columns)[i + 1:i + 3] == [f"{side}_ci_low", f"{side}_ci_high"]
     _brackets(sim, "diff", "diff_ci_low", "diff_ci_high")
-    assert sim["diff_p"].between(1 / 401, 1).all()
+    assert sim["diff_p"].between(0, 1).all() and (sim["diff_p"] < 1e-6).any()  # two-sided t, not bounded by 1/(B+1)
 
     tr = with_transfer_ci(transfer_table(runs, MAIN_LEN), scores, MAIN_LEN, BOOT)
     _brackets(tr, "mean", "ci_low", "ci_high")
@@ -737,16 +623,17 @@ def test_tables_carry_bootstrap_intervals_that_bracket_the_cells(tmp_path):
     assert {"ci_low", "ci_high"} <= set(pd.read_csv(tmp_path / "main.csv").columns)
 
 
-def test_comparisons_and_findings_say_within_noise_on_a_tie_and_not_on_a_clear_win(tmp_path):
+def test_comparisons_say_within_noise_on_a_tie_and_not_on_a_clear_win(tmp_path):
     verdicts = {}
     for name, tie in (("win", False), ("tie", True)):
         dirs = _scored_study(tmp_path / name, tie=tie)
         runs = load_runs([d / "metrics.json" for d in dirs])
         scores = load_scores([d / "scores.jsonl" for d in dirs])
         per = load_per_example(dirs)
-        cmp_ = comparisons_table(scores, per, MAIN_LEN, BOOT, 2, 2)
-        assert set(cmp_["comparison"]) == {"ipt_vs_pt", "retrieved_vs_random", "bucket_gap", "transfer_vs_icl",
-                                           "transfer_vs_pt"}
+        cmp_ = comparisons_table(scores, per, MAIN_LEN, BOOT)
+        assert set(cmp_["comparison"]) == {"pt_vs_zeroshot", "ipt_vs_pt", "retrieved_vs_random",
+                                           "similarity_interaction", "random_demos_vs_pt", "similarity_slope",
+                                           "transfer_vs_icl", "transfer_vs_pt"}  # no control runs here
         ivp = cmp_[cmp_["comparison"] == "ipt_vs_pt"].set_index("task")
         main = main_table(runs, MAIN_LEN).set_index(["task", "method"])
         for task in ("dart", "mtop"):  # the compared numbers are the main table's cells
@@ -754,23 +641,23 @@ def test_comparisons_and_findings_say_within_noise_on_a_tie_and_not_on_a_clear_w
             assert ivp.loc[task, "mean_b"] == pytest.approx(main.loc[(task, "pt"), "mean"])
             assert ivp.loc[task, "diff"] == pytest.approx(ivp.loc[task, "mean_a"] - ivp.loc[task, "mean_b"])
         primary = primary_metrics(runs)
-        f1 = finding1(cmp_, primary, similarity=similarity_table(runs, MAIN_LEN))
-        f3 = finding3(cmp_, primary, transfer=transfer_table(runs, MAIN_LEN))
-        verdicts[name] = (cmp_, f1, f3, render_findings("x", f1, finding2(None, primary, stability_run=False), f3))
+        s = Settings()
+        found = {1: finding1(cmp_, primary, None, MAIN_LEN, s), 2: finding2(runs, cmp_, primary, MAIN_LEN, s, False),
+                 3: finding3(cmp_, primary, None, MAIN_LEN, s)}
+        verdicts[name] = (cmp_, found, render_findings("x", found, s))
     win, tie = verdicts["win"], verdicts["tie"]
     for kind in ("ipt_vs_pt", "transfer_vs_icl"):
         w = win[0][win[0]["comparison"] == kind]
         t = tie[0][tie[0]["comparison"] == kind]
-        assert (w["diff"] > 10).all() and (w["p_value"] < 0.01).all() and not w["within_noise"].any()
+        assert (w["diff"] > 10).all() and (w["p_value"] < 0.05).all() and not w["within_noise"].any()
         assert (t["diff"] == 0).all() and (t["p_value"] == 1).all() and t["within_noise"].all()
-    assert win[2]["status"] == "supported" and tie[2]["status"] == "not supported"
-    assert win[1]["ipt_beats_pt"] == [True, True] and tie[1]["ipt_beats_pt"] == [False, False]
-    ivp_lines = lambda f: [ln for ln in f["lines"] if ln.startswith("  - ") and "IPT " in ln and " vs PT " in ln]  # noqa: E731
-    assert len(ivp_lines(tie[1])) == 2 and all(ln.endswith("within noise") for ln in ivp_lines(tie[1]))
-    assert len(ivp_lines(win[1])) == 2 and not any("within noise" in ln for ln in ivp_lines(win[1]))
-    t3 = [ln for ln in tie[2]["lines"] if "source" in ln]
-    assert t3 and all(ln.endswith("within noise") for ln in t3)
-    assert "within noise" in tie[3] and "## Finding 3: **not supported**" in tie[3]
+        assert (w["mde"] > 0).all() and (w["diff_ci_low"] < w["diff"]).all() and (w["diff"] < w["diff_ci_high"]).all()
+    # without a training table no cell passes the regime gate: findings 1 and 3 interpret nothing
+    for _, found, text in (win, tie):
+        assert found[1].status == found[3].status == "inconclusive"
+        assert "PT not trained" in text
+        assert "The control (Untrained prompt + ICL) has no runs" in text and "not supported" not in text
+    assert "cannot tell whether PT's dev loss levelled off" in win[2]  # mtop's PT beats zero-shot, no curve
 
 
 # ---- the score + report rules end to end (fake predictions, no model) -----------------------------------------
@@ -805,13 +692,30 @@ rule fake_predict:
                     "references": [gold], "meta": {{}}}}) + "\n")
 
 
+rule fake_train:
+    output:
+        meta=LAYOUT.prompt_dir(WC) + "/meta.json",
+        log=LAYOUT.prompt_dir(WC) + "/train_log.jsonl",
+    run:
+        with open(output.meta, "w") as fh:
+            json.dump({{"task": wildcards.task, "model": wildcards.model, "method": wildcards.method,
+                       "prompt_length": int(wildcards.length), "demo_source": wildcards.demos,
+                       "seed": int(wildcards.seed), "steps": 90, "initial_dev_loss": 3.0, "best_dev_loss": 1.0,
+                       "best_step": 90, "final_dev_loss": 1.0}}, fh)
+        with open(output.log, "w") as fh:
+            for step, dev in ((30, 2.0), (60, 1.02), (90, 1.0)):
+                fh.write(json.dumps({{"step": step, "loss": dev, "dev_loss": dev}}) + "\n")
+
+
 rule fake_summary:
     output:
         LAYOUT.retrieval_summary("{{task}}", "{{retriever}}"),
     run:
         with open(output[0], "w") as fh:
             json.dump({{"task": wildcards.task, "retriever": wildcards.retriever,
-                       "splits": {{"test": {{"n_queries": 6, "first_demo_score": {{"q50": 0.3}}}}}}}}, fh)
+                       "splits": {{"test": {{"n_queries": 6, "first_demo_score": {{"q50": 0.3}},
+                                            "first_demo_identical_input_ids": ["e0"],
+                                            "first_demo_identical_pair_ids": []}}}}}}, fh)
 
 
 rule all_report:
@@ -876,10 +780,17 @@ def test_score_and_report_rules_end_to_end(tmp_path):
     buckets = pd.read_csv(res / "tables" / "similarity_buckets.csv")
     assert {"gain_ci_low", "gain_ci_high"} <= set(buckets.columns)
     cmp_ = pd.read_csv(res / "tables" / "comparisons.csv")
-    assert set(cmp_["comparison"]) == {"ipt_vs_pt", "bucket_gap"}  # no random demos, no transfer in this config
+    # no random demos, no transfer in this config: the gate, IPT vs PT and the slope, with and without duplicates
+    assert set(cmp_["comparison"]) == {"pt_vs_zeroshot", "ipt_vs_pt", "similarity_slope"}
+    assert set(cmp_.loc[cmp_["comparison"] == "ipt_vs_pt", "subset"]) == {"all", "no_duplicates"}
+    dedup = cmp_[(cmp_["comparison"] == "ipt_vs_pt") & (cmp_["subset"] == "no_duplicates")]
+    assert (dedup["n_examples"] == 5).all()  # e0's top demo repeats its input
     assert cmp_["p_value"].between(0, 1).all() and cmp_["within_noise"].dtype == bool
+    training = pd.read_csv(res / "tables" / "training.csv")
+    assert set(training["method"]) == {"pt", "ipt"} and training["levelled"].all()  # 2 % of the gain in the last third
     findings = (res / "findings.md").read_text()
-    assert "## Finding 3: **not run**" in findings and "paired bootstrap" in findings
+    assert "## Finding 3: **not run**" in findings and "studentized two-level bootstrap" in findings
+    assert "identical input: dart 16.7 % (1 of 6" in findings
     assert "random-demo control not run" in pd.read_csv(res / "tables" / "similarity.csv")["note"].iloc[0]
     scores = (res / "predictions" / "mtop" / "tiny" / "pt" / "L2" / "none" / "s0" / "scores.jsonl").read_text()
     assert scores.count("\n") == 6 and '"exact_match"' in scores

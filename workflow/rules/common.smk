@@ -19,6 +19,7 @@ from iclpt.evaluation.metrics import task_metrics, task_needs_database  # noqa: 
 from iclpt.retrieval import check_config as _check_retrieval_config  # noqa: E402
 from iclpt.retrieval import needs_embeddings, parse_retriever  # noqa: E402
 from iclpt.data.tasks import TASKS as TASK_REGISTRY, get_task  # noqa: E402
+from iclpt.data.prepare import dev_is_test  # noqa: E402
 
 SCRIPTS_DIR = os.path.normpath(os.path.join(workflow.current_basedir, "..", "scripts"))
 RUN = config["run"]
@@ -227,6 +228,15 @@ def max_examples(task):
     return {s: m.get(s) for s in SPLITS}  # a split without a limit keeps every example
 
 
+def dev_from_train(task):
+    """Where the task's dev and test files are one file: the train records held out as its dev split (the
+    task's dev_from_train, else train.dev_examples, what checkpoint selection reads); None otherwise, so other
+    tasks' prepare jobs do not depend on it (iclpt.data.prepare.hold_out_dev)."""
+    if not dev_is_test(task_files(task)):
+        return None
+    return int(task_cfg(task).get("dev_from_train") or config["train"]["dev_examples"])
+
+
 # ---- models stage (models.smk) ------------------------------------------------
 #   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, model.safetensors, tokenizer files)
 # Models with `path:` (hub id or folder) are loaded directly by train_prompt / predict; no rule runs for them.
@@ -300,6 +310,14 @@ def train_inputs(wc):
     return d
 
 
+def train_settings(m):
+    """The config's train block, with the method's own step count where it fixes one (the control: 0)."""
+    t = dict(config["train"])
+    if m.train_steps is not None:
+        t["max_steps"] = m.train_steps
+    return t
+
+
 def train_params(wc):
     run = wc_run(wc)
     m = methods.get_method(run.method)
@@ -312,7 +330,7 @@ def train_params(wc):
         "input_label": text["input_label"],
         "output_label": text["output_label"],
         "prompt": {k: config["prompt"][k] for k in PROMPT_SETTINGS},
-        "train": dict(config["train"]),
+        "train": train_settings(m),
         "device": config["device"],
         "precision": config["precision"],
     }
@@ -391,8 +409,8 @@ SCORE_EXEC_TIMEOUT_S = float(config["score"]["exec_timeout_s"])
 # Every output is wrapped in report() so `snakemake --report results/<run>/report.html` bundles it.
 
 #: [choice] findings thresholds: a criterion holds when the fraction of cells exceeds it; fewer cells = no data
-FINDINGS_THRESHOLD = float(config["report"]["findings_threshold"])
-FINDINGS_MIN_CELLS = int(config["report"]["findings_min_cells"])
+#: the verdict settings of findings.md (iclpt.reporting.findings)
+FINDINGS = {k: float(config["report"][k]) for k in ("findings_margin", "power", "levelled_tail", "levelled_tolerance")}
 #: [choice] E2 similarity buckets (quantiles of the top demo's similarity), at least this many examples each
 SIM_BUCKETS = int(config["report"]["similarity_buckets"])
 SIM_MIN_PER_BUCKET = int(config["report"]["similarity_min_per_bucket"])
@@ -423,6 +441,22 @@ def _bucket_runs():
 
 def retrieval_summary_targets():
     return [LAYOUT.retrieval_summary(t, r) for t in TASKS for r in retrieval_retrievers()]
+
+
+def demo_summaries():
+    """The retrieval summary of each task's demo retriever: which test rows' top demo repeats their input."""
+    return [LAYOUT.retrieval_summary(t, demo_retriever("retrieved", 0, t)) for t in TASKS]
+
+
+def main_prompt_dirs():
+    """The prompt folders of every trained method's main setting (tables/training.csv: the regime gate)."""
+    return sorted(
+        {
+            os.path.dirname(LAYOUT.prompt(r))
+            for r in train_runs()
+            if r.length == MAIN_LEN and r.demos == methods.get_method(r.method).main_demos
+        }
+    )
 
 
 def _main_outputs():
@@ -458,6 +492,9 @@ def report_targets():
         LAYOUT.table("all_runs.csv"),
         LAYOUT.table("retrieval.csv"),
         LAYOUT.table("comparisons.csv"),
+        LAYOUT.table("training.csv"),
+        LAYOUT.figure("training.png"),
+        LAYOUT.figure("training.pdf"),
         LAYOUT.findings(),
     ]
     if _exp("main"):
@@ -472,7 +509,12 @@ def report_targets():
 
 
 def _findings_inputs():
-    d = {"runs": LAYOUT.table("all_runs.csv"), "comparisons": LAYOUT.table("comparisons.csv")}
+    d = {
+        "runs": LAYOUT.table("all_runs.csv"),
+        "comparisons": LAYOUT.table("comparisons.csv"),
+        "training": LAYOUT.table("training.csv"),
+        "duplicates": demo_summaries(),
+    }
     if _exp("similarity"):
         d["similarity"] = LAYOUT.table("similarity.csv")
     if _exp("stability"):

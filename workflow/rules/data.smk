@@ -40,6 +40,7 @@ rule prepare:
         data_seed=int(config["data_seed"]),
         source=lambda wc: task_source(wc.task),
         missing_database=lambda wc: task_cfg(wc.task)["missing_database"],
+        dev_from_train=lambda wc: dev_from_train(wc.task),
         inputs_sha256=lambda wc: prepare_digests(wc.task),
     script:
         "../scripts/prepare.py"

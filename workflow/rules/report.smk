@@ -147,6 +147,7 @@ rule report_comparisons:
         bucket_scores=[LAYOUT.scores(r) for r in _bucket_runs()],
         bucket_predictions=[LAYOUT.predictions(r) for r in _bucket_runs()],
         run_metrics=metrics_beside(comparison_scores(), [LAYOUT.scores(r) for r in _bucket_runs()]),
+        duplicates=demo_summaries(),
     output:
         csv=report(LAYOUT.table("comparisons.csv"), caption="../report/comparisons.rst", category="Findings"),
     log:
@@ -157,11 +158,30 @@ rule report_comparisons:
     params:
         code=code("report_comparisons.py"),
         main_len=MAIN_LEN,
-        n_buckets=SIM_BUCKETS,
-        min_per_bucket=SIM_MIN_PER_BUCKET,
         bootstrap=BOOTSTRAP,
     script:
         "../scripts/report_comparisons.py"
+
+
+rule report_training:
+    input:
+        meta=[os.path.join(d, "meta.json") for d in main_prompt_dirs()],
+        logs=[os.path.join(d, "train_log.jsonl") for d in main_prompt_dirs()],
+    output:
+        csv=report(LAYOUT.table("training.csv"), caption="../report/training.rst", category="Findings"),
+        png=report(LAYOUT.figure("training.png"), caption="../report/training.rst", category="Findings"),
+        pdf=report(LAYOUT.figure("training.pdf"), caption="../report/training.rst", category="Findings"),
+    log:
+        LAYOUT.log("report", "training"),
+    localrule: True
+    conda:
+        "../../envs/iclpt.yaml"
+    params:
+        code=code("report_training.py"),
+        tail=FINDINGS["levelled_tail"],
+        tolerance=FINDINGS["levelled_tolerance"],
+    script:
+        "../scripts/report_training.py"
 
 
 rule report_findings:
@@ -178,8 +198,7 @@ rule report_findings:
         code=code("report_findings.py"),
         run=RUN,
         main_len=MAIN_LEN,
-        threshold=FINDINGS_THRESHOLD,
-        min_cells=FINDINGS_MIN_CELLS,
+        findings=FINDINGS,
         bootstrap=BOOTSTRAP,
         experiments={
             "main": _exp("main"),

@@ -1,9 +1,12 @@
-"""Thin adapter: findings.md from the experiment tables and the paired tests (tables/comparisons.csv)."""
+"""Thin adapter: findings.md (three verdicts) from the runs, the comparisons, the training table and the
+duplicate rows of the demo retriever."""
 
 import pandas as pd
 
 from iclpt.io import logged, write_text_atomic
 from iclpt.reporting import finding1, finding2, finding3, primary_metrics, read_runs_csv, render_findings
+from iclpt.reporting.comparisons import read_duplicates
+from iclpt.reporting.findings import Settings
 
 sm = snakemake  # noqa: F821
 
@@ -13,18 +16,17 @@ def _csv(name):
 
 
 with logged(sm.log[0] if sm.log else None, "report_findings") as log:
-    exp = dict(sm.params.experiments)
-    boot = dict(sm.params.bootstrap)
-    thr, mc, alpha = float(sm.params.threshold), int(sm.params.min_cells), float(boot["alpha"])
-    primary = primary_metrics(read_runs_csv(sm.input.runs))
-    comparisons = _csv("comparisons")
-    sim = _csv("similarity")
-    if sim is not None:
-        sim = sim.dropna(subset=["task"])
-    f1 = finding1(comparisons, primary, mc, thr, alpha, similarity_run=bool(exp["similarity_control"]),
-                  similarity=sim)
-    f2 = finding2(_csv("stability"), primary, mc, thr, stability_run=bool(exp["stability"]))
-    f3 = finding3(comparisons, primary, mc, thr, alpha, transfer_run=bool(exp["transfer"]), transfer=_csv("transfer"))
-    write_text_atomic(sm.output.md, render_findings(str(sm.params.run), f1, f2, f3, mc, thr, alpha,
-                                                    int(boot["n_resamples"])))
-    log.info("findings: %s / %s / %s", f1["status"], f2["status"], f3["status"])
+    exp, boot, f = dict(sm.params.experiments), dict(sm.params.bootstrap), dict(sm.params.findings)
+    s = Settings(alpha=float(boot["alpha"]), power=f["power"], margin=f["findings_margin"],
+                 levelled_tail=f["levelled_tail"], levelled_tolerance=f["levelled_tolerance"])
+    runs = read_runs_csv(sm.input.runs)
+    primary, main_len = primary_metrics(runs), int(sm.params.main_len)
+    comparisons, training = _csv("comparisons"), _csv("training")
+    found = {
+        1: finding1(comparisons, primary, training, main_len, s, similarity_run=bool(exp["similarity_control"]),
+                    duplicates=read_duplicates(list(sm.input.duplicates))),
+        2: finding2(runs, comparisons, primary, main_len, s, stability_run=bool(exp["stability"])),
+        3: finding3(comparisons, primary, training, main_len, s, transfer_run=bool(exp["transfer"])),
+    }
+    write_text_atomic(sm.output.md, render_findings(str(sm.params.run), found, s, int(boot["n_resamples"])))
+    log.info("findings: %s", " / ".join(x.status for x in found.values()))

@@ -29,4 +29,4 @@ with logged(sm.log[0] if sm.log else None, "train_prompt") as log:
     missing = [p for p in sm.output if not os.path.exists(p)]
     if missing:
         raise RuntimeError(f"train_job did not write {missing}")
-    log.info("done: %d steps, best dev loss %.4f at step %d", meta["steps"], meta["best_dev_loss"], meta["best_step"])
+    log.info("done: %d steps, best dev loss %s at step %d", meta["steps"], meta["best_dev_loss"], meta["best_step"])

@@ -8,10 +8,16 @@ at the first token whose text contains a newline, or at EOS; the prediction is t
 newline, stripped. :class:`Decoder` holds what every batch of a job shares (and times a batch, for the run plan);
 the job (:func:`predict_job`) is load (:func:`load_predict_inputs`, through :func:`iclpt.engine.job.load_job`)
 -> run (:func:`run_prediction`) -> write (:func:`write_predictions`).
+
+Decoding budget check: every prediction line carries ``max_new_tokens`` and ``ref_tokens`` (per reference, the
+tokens decoding must produce to output it and stop: :func:`reference_token_counts`); the job logs how many
+references the budget cannot reach (:func:`iclpt.data.tasks.base.reference_budget`), a warning above 1 %, and the
+score rule writes the same summary into ``metrics.json`` (``decoding_budget``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +29,11 @@ import torch
 
 from iclpt.engine.job import Job, JobInputs, SplitSpec, demo_layout, load_job
 from iclpt.engine.packed_linear import packed_linears
+from iclpt.engine.prompting import Template
 from iclpt.engine.soft_prompt import assemble_inputs
 from iclpt.models.loading import autocast, lm_forward, output_cache
+
+_log = logging.getLogger(__name__)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -249,6 +258,36 @@ def load_predict_inputs(*, model_path: str, test_path: str, params: dict[str, An
     return job
 
 
+def reference_token_counts(tokenizer: Any, references: Sequence[str]) -> list[int]:
+    """Per reference, the tokens decoding must produce to output it and stop: its answer ``" {ref}\\n"``
+    tokenised as training tokenises targets (no special tokens); the newline is the stop token (the "+ EOS")."""
+    if not references:
+        return []
+    ids = tokenizer([Template.answer(r) for r in references], add_special_tokens=False)["input_ids"]
+    return [len(x) for x in ids]
+
+
+def check_budget(job: Job, log: Callable[[str], None] | None = None) -> list[list[int]]:
+    """``ref_tokens`` of each test record (:func:`reference_token_counts`); logs how many references the job's
+    ``max_new_tokens`` cannot reach, a warning above :data:`~iclpt.data.tasks.base.UNREACHABLE_WARN_FRACTION`."""
+    from iclpt.data.tasks.base import UNREACHABLE_WARN_FRACTION, reference_budget
+
+    records = job.splits["test"].records
+    flat = reference_token_counts(job.tokenizer, [ref for r in records for ref in r["references"]])
+    per_record, start = [], 0
+    for r in records:
+        per_record.append(flat[start:start + len(r["references"])])
+        start += len(r["references"])
+    b = reference_budget(flat, job.inputs.max_new_tokens)
+    msg = (f"decoding budget: max_new_tokens {b['max_new_tokens']} cannot reach {b['n_unreachable_refs']} of "
+           f"{b['n_refs']} references (99th percentile {b['ref_tokens_p99']} tokens with the stop token)")
+    if b["n_unreachable_refs"] > UNREACHABLE_WARN_FRACTION * max(b["n_refs"], 1):
+        _log.warning("%s: more than %.0f %%; raise tasks.<task>.max_new_tokens", msg, 100 * UNREACHABLE_WARN_FRACTION)
+    elif log:
+        log(msg)
+    return per_record
+
+
 def run_prediction(job: Job, batch_size: int, log: Callable[[str], None] | None = None) -> list[str]:
     """Greedy predictions of the encoded test examples (input order)."""
     decoder = Decoder(job.model, job.tokenizer, job.prompt, job.device, job.precision)
@@ -256,19 +295,22 @@ def run_prediction(job: Job, batch_size: int, log: Callable[[str], None] | None 
 
 
 def write_predictions(out_path: str | os.PathLike[str], job: Job, preds: Sequence[str],
-                      params: dict[str, Any]) -> int:
-    """Write ``predictions.jsonl`` (``params["method"]`` and ``params["demos"]`` are labels only)."""
+                      params: dict[str, Any], ref_tokens: Sequence[Sequence[int]] | None = None) -> int:
+    """Write ``predictions.jsonl`` (``params["method"]`` and ``params["demos"]`` are labels only); each line
+    carries ``max_new_tokens`` and its references' ``ref_tokens`` (:func:`check_budget` when not given)."""
     from iclpt.io import write_jsonl_atomic
 
     test = job.splits["test"]
+    ref_tokens = check_budget(job) if ref_tokens is None else ref_tokens
     out_rows = []
-    for r, e, p in zip(test.records, test.examples, preds):
+    for r, e, p, n in zip(test.records, test.examples, preds, ref_tokens, strict=True):
         out_rows.append({
             "id": r["id"], "task": params.get("task"), "model": params.get("model"), "method": str(params["method"]),
             "seed": int(params.get("seed", 0)), "prompt_length": job.prompt_length,
             "demo_source": str(params.get("demos", "none")), "demo_ids": e.meta["demo_ids"],
             "demo_scores": e.meta["demo_scores"], "input_text": e.text, "prediction": p,
             "references": r["references"], "meta": r.get("meta", {}),
+            "max_new_tokens": job.inputs.max_new_tokens, "ref_tokens": list(n),
         })
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     return write_jsonl_atomic(out_path, out_rows)
@@ -291,5 +333,6 @@ def predict_job(*, model_path: str, test_path: str, out_path: str | os.PathLike[
     say = log or (lambda s: None)
     job = load_predict_inputs(model_path=model_path, test_path=test_path, params=params, train_path=train_path,
                               retrieval_path=retrieval_path, prompt_path=prompt_path, log=say)
+    ref_tokens = check_budget(job, log=say)
     preds = run_prediction(job, int(params.get("batch_size", 16)), log=say)
-    return write_predictions(out_path, job, preds, params)
+    return write_predictions(out_path, job, preds, params, ref_tokens)

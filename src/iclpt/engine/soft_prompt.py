@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +46,57 @@ def embed_ids(model: nn.Module, ids: torch.Tensor | list[int]) -> torch.Tensor:
         return emb(ids).detach().float().cpu().clone()
 
 
+#: a sentencepiece byte-fallback piece: one raw byte of a character the vocabulary lacks (not a word)
+_BYTE_FALLBACK = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+#: added tokens that mark structure, not text, which some converted tokenizers leave unflagged (Gemma 3's GGUF
+#: tokenizer: ``[multimodal]``, ``<start_of_image>``, ``<end_of_image>``); ``<|...|>`` chat markers likewise
+_CONTROL_MARKER = re.compile(r"\[[a-z_]+\]|<\|[^<>]*\|>|<(start|end)_of_[a-z_]+>")
+
+
+def control_token_ids(tokenizer: Any) -> set[int]:
+    """Ids that are never a prompt initialisation: special and control tokens, and byte-fallback pieces.
+
+    - ``tokenizer.all_special_ids`` (BOS / EOS / PAD / UNK ..., e.g. SmolLM2's ``<|im_end|>`` = EOS = pad);
+    - every added token flagged special (SmolLM2's ids 0-16, Gemma's ``<start_of_turn>`` and ``<unusedN>``);
+    - added tokens whose text is a control marker (:data:`_CONTROL_MARKER`) though not flagged special;
+    - sentencepiece byte-fallback pieces ``<0xNN>`` (Gemma): single bytes of characters outside the vocabulary,
+      not words, so not what "the most frequent tokens" of Lester et al. (2021) mean.
+    """
+    ids = {int(i) for i in tokenizer.all_special_ids}
+    for i, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(tok, "special", False) or _CONTROL_MARKER.fullmatch(str(tok)):
+            ids.add(int(i))
+    ids.update(int(i) for t, i in tokenizer.get_vocab().items() if _BYTE_FALLBACK.fullmatch(t))
+    return ids
+
+
+def frequent_token_ids(texts: Iterable[str], tokenizer: Any, k: int) -> list[int]:
+    """The ``k`` most frequent token ids of ``texts`` (tokenised without special tokens), most frequent first
+    (ties: lower id first), special / control / byte-fallback ids (:func:`control_token_ids`) left out.
+
+    Fewer than ``k`` when the texts hold fewer distinct ids; the candidates of the ``vocab`` initialisation."""
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    texts = [t for t in texts if t]
+    counts: Counter[int] = Counter()
+    for ids in (tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []):
+        counts.update(ids)
+    banned = control_token_ids(tokenizer)
+    ranked = sorted((i for i in counts if i not in banned), key=lambda i: (-counts[i], i))
+    return [int(i) for i in ranked[: int(k)]]
+
+
 def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", seed: int = 0,
-                init_vocab_size: int = 5000, init_text: str | None = None, init_file: str | None = None,
-                tokenizer: Any = None) -> torch.Tensor:
+                vocab_ids: Sequence[int] | None = None, init_text: str | None = None, init_file: str | None = None,
+                tokenizer: Any = None, init_vocab_size: int = 5000) -> torch.Tensor:
     """Initial prompt values ``[n, hidden]`` (float32, CPU).
 
     - ``vocab``: input embeddings (:func:`embed_ids`, so on the scale of the text) of ``n`` token ids drawn
-      (seeded, without replacement while possible) from the ``init_vocab_size`` lowest ids (the most frequent
-      entries of BPE vocabularies), Lester et al. (2021).
+      (seeded, without replacement while possible) from the candidates ``vocab_ids``: the most frequent tokens,
+      Lester et al. (2021). The training job passes :func:`frequent_token_ids` of the task's training text
+      (``init_vocab_size`` of them, never a special or control token). Without ``vocab_ids`` (callers that need
+      a prompt of the text's scale only: timing, engine tests) the candidates are the ``init_vocab_size`` lowest
+      ids, special ones included; the pipeline never takes that path.
     - ``random``: uniform in ``[-0.5, 0.5]`` (Lester et al.'s random-uniform baseline), seeded.
     - ``text``: the input embeddings of the tokens of ``init_text`` (no special tokens), repeated to fill ``n``,
       then cut. PEFT's TEXT init is the same except that it tokenises with the tokenizer's special tokens
@@ -63,12 +109,12 @@ def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", se
     vocab, hidden = (int(x) for x in model.get_input_embeddings().weight.shape)
     gen = torch.Generator().manual_seed(int(seed))
     if init == "vocab":
-        pool = max(1, min(int(init_vocab_size), vocab))
-        if n <= pool:
-            ids = torch.randperm(pool, generator=gen)[:n]
+        pool = _vocab_candidates(vocab_ids, vocab, init_vocab_size)
+        if n <= len(pool):
+            picks = torch.randperm(len(pool), generator=gen)[:n]
         else:
-            ids = torch.randint(pool, (n,), generator=gen)
-        return embed_ids(model, ids)
+            picks = torch.randint(len(pool), (n,), generator=gen)
+        return embed_ids(model, pool[picks])
     if init == "random":
         return torch.rand(n, hidden, generator=gen) - 0.5
     if init == "text":
@@ -87,6 +133,20 @@ def init_prompt(model: nn.Module, n_virtual_tokens: int, init: str = "vocab", se
         weight, _ = load_prompt(init_file, hidden_size=hidden, length=n)
         return weight.clone()
     raise ValueError(f"unknown prompt init {init!r}; expected one of {', '.join(INITS)}")
+
+
+def _vocab_candidates(vocab_ids: Sequence[int] | None, vocab: int, init_vocab_size: int) -> torch.Tensor:
+    """The candidate ids of the ``vocab`` init as a tensor (checked against the embedding's ``vocab`` rows)."""
+    if vocab_ids is None:
+        return torch.arange(max(1, min(int(init_vocab_size), vocab)))
+    pool = torch.as_tensor(list(vocab_ids), dtype=torch.long)
+    if pool.numel() == 0:
+        raise ValueError("prompt init 'vocab' got no candidate token ids (empty training text?)")
+    bad = pool[(pool < 0) | (pool >= vocab)]
+    if bad.numel():
+        raise ValueError(f"prompt init 'vocab': candidate token id {int(bad[0])} is outside the model's "
+                         f"{vocab} embedding rows (a tokenizer of another model?)")
+    return pool
 
 
 # ---- files ---------------------------------------------------------------------------------------

@@ -10,7 +10,12 @@
   window sorted by length and cut into batches, and the batch order shuffled (seeded): little padding, still
   random. The batch order of epoch ``e`` is a pure function of (seed, e), so the data position is
   ``(epoch, batch index)``.
-- Dev loss every ``eval_every`` steps and at the last step; the prompt with the lowest dev loss is kept.
+- Checkpoint selection: the initial (step-0) prompt is the first candidate (its dev loss is computed before the
+  first step), then the prompt after every ``eval_every``-th step and after the last step; the prompt with the
+  lowest dev loss is kept (the earlier one on a tie), so a run whose every later dev loss is worse returns the
+  initial prompt (``best_step`` 0). ``max_steps: 0`` trains nothing and runs no dev pass: the initial prompt
+  is the output (``best_step`` 0, dev losses NaN, written as null in ``meta.json``), the untrained-prompt
+  control.
 - Checkpoints every ``checkpoint_every`` steps in ``<checkpoint_root>/<key>/state.pt`` (prompt, best prompt,
   optimiser, scheduler, RNG states, data position, log so far); ``key`` hashes the job's parameters and input
   data, so a rerun of the same job resumes and a changed job starts afresh (:mod:`iclpt.engine.checkpoint`). The
@@ -87,6 +92,7 @@ class TrainResult:
     resumed_from: int = 0
     seconds: float = 0.0
     train_target_tokens: int = 0
+    initial_dev_loss: float = math.nan
 
 
 # ---- sampler ------------------------------------------------------------------------------------
@@ -223,6 +229,7 @@ class TrainState:
     tokens_seen: int = 0
     resumed_from: int = 0
     last_dev: float = math.nan
+    initial_dev: float = math.nan
 
 
 def start_training(run: TrainRun, init_prompt: torch.Tensor, seed: int) -> TrainState:
@@ -253,6 +260,7 @@ def resume(st: TrainState, ckpt_path: Path, device: torch.device) -> bool:
     st.best_step, st.best_dev = int(state["best_step"]), float(state["best_dev_loss"])
     st.rows = list(state["log"])
     st.tokens_seen = int(state.get("tokens", 0))
+    st.initial_dev = float(state.get("initial_dev_loss", math.nan))
     return True
 
 
@@ -260,7 +268,7 @@ def _checkpoint_state(st: TrainState) -> dict[str, Any]:
     return {"step": st.step, "prompt": st.prompt.detach().cpu(), "optimizer": st.opt.state_dict(),
             "scheduler": st.sched.state_dict(), "data": st.stream.state(), "rng": rng_state(),
             "best_prompt": st.best_prompt.cpu(), "best_step": st.best_step, "best_dev_loss": st.best_dev,
-            "log": st.rows, "tokens": st.tokens_seen}
+            "log": st.rows, "tokens": st.tokens_seen, "initial_dev_loss": st.initial_dev}
 
 
 def draw_step(run: TrainRun, st: TrainState) -> list[Batch]:
@@ -298,6 +306,16 @@ def run_dev_loss(run: TrainRun, prompt: torch.Tensor | None) -> float:
     return dev_loss(run.model, prompt, run.dev_examples, run.cfg.batch_size, run.pad_id, run.device, run.precision)
 
 
+def evaluate_initial(run: TrainRun, st: TrainState, initial_dev_loss: float | None,
+                     say: Callable[[str], None]) -> None:
+    """Make the state's (initial) prompt the first selection candidate: best step 0 at its dev loss
+    (``initial_dev_loss`` when the caller computed it, else one dev pass)."""
+    d = run_dev_loss(run, st.prompt.detach()) if initial_dev_loss is None else float(initial_dev_loss)
+    st.initial_dev = st.best_dev = d
+    st.best_step, st.best_prompt = 0, st.prompt.detach().clone()
+    say(f"step 0: dev {d:.4f} (the initial prompt, the first checkpoint candidate)")
+
+
 def evaluate(run: TrainRun, st: TrainState, row: dict[str, Any], say: Callable[[str], None]) -> None:
     """Dev loss of the current prompt into ``row``; keeps the best prompt."""
     d = run_dev_loss(run, st.prompt.detach())
@@ -309,19 +327,35 @@ def evaluate(run: TrainRun, st: TrainState, row: dict[str, Any], say: Callable[[
     say(f"step {st.step}: loss {row['loss']:.4f} dev {d:.4f} (best {st.best_dev:.4f} @ {st.best_step})")
 
 
+def start_or_resume(run: TrainRun, st: TrainState, ckpt_path: Path | None, init_prompt: torch.Tensor,
+                    initial_dev_loss: float | None, say: Callable[[str], None]) -> None:
+    """Resume ``st`` from the job's checkpoint (whose best prompt already counts the initial one), or start it
+    with the initial prompt as the step-0 candidate; with ``max_steps`` 0, neither (no dev pass)."""
+    if ckpt_path and resume(st, ckpt_path, run.device):
+        say(f"resumed from {ckpt_path} at step {st.step}")
+        if run.cfg.max_steps > 0 and math.isnan(st.initial_dev):  # a checkpoint written before it was kept
+            st.initial_dev = run_dev_loss(run, init_prompt.float().to(run.device))
+    elif run.cfg.max_steps > 0:
+        evaluate_initial(run, st, initial_dev_loss, say)
+    else:
+        st.best_dev = math.nan  # nothing evaluated
+
+
 def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_examples: Sequence[Encoded],
                  dev_examples: Sequence[Encoded], cfg: TrainConfig, seed: int, pad_id: int,
                  device: torch.device, precision: str = "fp32", checkpoint_dir: str | os.PathLike[str] | None = None,
-                 log: Callable[[str], None] | None = None, stop_after: int | None = None) -> TrainResult:
-    """Train the soft prompt on a frozen ``model``; returns the best (by dev loss) and final prompts."""
+                 log: Callable[[str], None] | None = None, stop_after: int | None = None,
+                 initial_dev_loss: float | None = None) -> TrainResult:
+    """Train the soft prompt on a frozen ``model``; returns the best (by dev loss, the initial prompt included
+    as step 0) and final prompts. ``initial_dev_loss``: the dev loss of ``init_prompt`` if the caller has it
+    (else computed here); ``cfg.max_steps`` 0 returns ``init_prompt`` without any dev pass."""
     say = log or (lambda s: None)
     t0 = time.time()
     run = TrainRun(model, train_examples, dev_examples, cfg, pad_id, device, precision)
     st = start_training(run, init_prompt, seed)
     ckpt_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir else None
-    if ckpt_path and resume(st, ckpt_path, device):
-        say(f"resumed from {ckpt_path} at step {st.step}")
     model.eval()
+    start_or_resume(run, st, ckpt_path, init_prompt, initial_dev_loss, say)
     st.last_dev = st.rows[-1].get("dev_loss", math.nan) if st.rows else math.nan
     while st.step < cfg.max_steps:
         row = train_step(run, st)
@@ -335,7 +369,7 @@ def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_exampl
     return TrainResult(best_prompt=st.best_prompt.detach().cpu(), final_prompt=st.prompt.detach().cpu(),
                        best_step=st.best_step, best_dev_loss=st.best_dev, final_dev_loss=st.last_dev, steps=st.step,
                        log=st.rows, resumed_from=st.resumed_from, seconds=time.time() - t0,
-                       train_target_tokens=st.tokens_seen)
+                       train_target_tokens=st.tokens_seen, initial_dev_loss=st.initial_dev)
 
 
 # ---- the whole job (what the train_prompt rule runs): load -> run -> write ----------------------
@@ -351,6 +385,7 @@ class TrainInputs:
     checkpoint_dir: Path | None
     init_prompt: torch.Tensor
     model_info: dict[str, Any]
+    init_vocab: dict[str, int] | None = None
 
     def run(self) -> TrainRun:
         j = self.job
@@ -359,7 +394,8 @@ class TrainInputs:
 
 @dataclass
 class TrainOutcome:
-    """What :func:`run_training` produced: the result and the dev loss of the initial prompt."""
+    """What :func:`run_training` produced: the result and the dev loss of the initial prompt (NaN when
+    ``max_steps`` is 0: no dev pass runs)."""
 
     result: TrainResult
     initial_dev_loss: float
@@ -396,23 +432,40 @@ def load_train_inputs(*, model_path: str, train_path: str, dev_path: str, params
     stats = {s: job.splits[s].stats for s in ("train", "dev")}
     say(f"{len(job.examples('train'))} train / {len(job.examples('dev'))} dev examples; "
         f"truncation {stats['train']} / {stats['dev']}")
-    init = init_prompt(job.model, length, init=pcfg.get("init", "vocab"), seed=seed,
-                       init_vocab_size=int(pcfg.get("init_vocab_size", 5000)), init_text=pcfg.get("init_text"),
-                       init_file=pcfg.get("init_file"), tokenizer=job.tokenizer)
+    kind = pcfg.get("init", "vocab")
+    candidates, init_vocab = (vocab_candidates(job, int(pcfg.get("init_vocab_size", 5000)), say) if kind == "vocab"
+                              else (None, None))
+    init = init_prompt(job.model, length, init=kind, seed=seed, vocab_ids=candidates,
+                       init_text=pcfg.get("init_text"), init_file=pcfg.get("init_file"), tokenizer=job.tokenizer)
     return TrainInputs(job=job, cfg=cfg, seed=seed, length=length, checkpoint_dir=ckpt_dir, init_prompt=init,
-                       model_info=info)
+                       model_info=info, init_vocab=init_vocab)
+
+
+def vocab_candidates(job: Job, k: int, say: Callable[[str], None]) -> tuple[list[int], dict[str, int]]:
+    """The ``vocab`` init's candidates: the ``k`` most frequent non-special token ids of the job's training text
+    (inputs and targets of the train split, :func:`iclpt.engine.soft_prompt.frequent_token_ids`), and the
+    counts ``meta.json`` records (``requested``, ``candidates``)."""
+    from iclpt.engine.soft_prompt import frequent_token_ids
+
+    texts = [t for r in job.splits["train"].records for t in (r["input"], r["target"])]
+    ids = frequent_token_ids(texts, job.tokenizer, k)
+    if len(ids) < k:
+        say(f"prompt init vocab: the training text has {len(ids)} distinct non-special token ids, fewer than "
+            f"init_vocab_size = {k}; sampling from those {len(ids)}")
+    return ids, {"requested": k, "candidates": len(ids)}
 
 
 def run_training(inputs: TrainInputs, log: Callable[[str], None] | None = None,
                  stop_after: int | None = None) -> TrainOutcome:
-    """Dev loss of the initial prompt, then :func:`train_prompt` (resuming from the job's checkpoint)."""
+    """:func:`train_prompt` (resuming from the job's checkpoint): the initial prompt's dev loss first (the step-0
+    candidate), none at all when ``max_steps`` is 0."""
     say = log or (lambda s: None)
     x, run = inputs, inputs.run()
-    init_dev = run_dev_loss(run, x.init_prompt.to(run.device))
-    say(f"dev loss of the initial prompt: {init_dev:.4f}")
+    if x.cfg.max_steps == 0:
+        say("train.max_steps = 0: no training step and no dev pass; the initial prompt is the output")
     result = train_prompt(run.model, x.init_prompt, run.train_examples, run.dev_examples, x.cfg, x.seed, run.pad_id,
                           run.device, run.precision, checkpoint_dir=x.checkpoint_dir, log=say, stop_after=stop_after)
-    return TrainOutcome(result=result, initial_dev_loss=init_dev)
+    return TrainOutcome(result=result, initial_dev_loss=result.initial_dev_loss)
 
 
 def train_meta(inputs: TrainInputs, outcome: TrainOutcome, params: dict[str, Any], model_path: str,
@@ -425,8 +478,9 @@ def train_meta(inputs: TrainInputs, outcome: TrainOutcome, params: dict[str, Any
         "task": params.get("task"), "model": params.get("model"), "model_path": model_path,
         "method": params["method"], "prompt_length": x.length, "demo_source": params.get("demos"),
         "seed": x.seed, "n_demos": j.inputs.n_demos, "steps": r.steps, "best_step": r.best_step,
-        "best_dev_loss": r.best_dev_loss, "final_dev_loss": r.final_dev_loss,
-        "initial_dev_loss": outcome.initial_dev_loss, "resumed_from_step": r.resumed_from,
+        "best_dev_loss": _finite(r.best_dev_loss), "final_dev_loss": _finite(r.final_dev_loss),
+        "initial_dev_loss": _finite(outcome.initial_dev_loss), "resumed_from_step": r.resumed_from,
+        "init_vocab": x.init_vocab,
         "train_seconds": r.seconds, "train_target_tokens": r.train_target_tokens, "device": str(j.device),
         "precision": j.precision, "max_length": j.max_length, "model_info": x.model_info,
         "n_train": len(j.examples("train")), "n_dev": len(j.examples("dev")),
@@ -434,6 +488,11 @@ def train_meta(inputs: TrainInputs, outcome: TrainOutcome, params: dict[str, Any
         "checkpoint_key": x.checkpoint_dir.name if x.checkpoint_dir else None,
         "provenance": provenance(params),
     }
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or None (JSON null) when it is NaN / infinite (no dev pass ran)."""
+    return float(x) if math.isfinite(x) else None
 
 
 def write_train_outputs(out_dir: str | os.PathLike[str], inputs: TrainInputs, outcome: TrainOutcome,

@@ -266,8 +266,8 @@ def train_settings(config: Mapping[str, Any]) -> list[str]:
     from iclpt.orchestration.runs import plan
 
     t = config["train"]
-    if not plan(config).train or t["warmup_steps"] < t["max_steps"]:
-        return []
+    if not plan(config).train or t["max_steps"] == 0 or t["warmup_steps"] < t["max_steps"]:
+        return []  # max_steps 0: no step, so no learning rate to reach (the initialised prompt is the output)
     return [f"train.warmup_steps = {t['warmup_steps']} is not below train.max_steps = {t['max_steps']}: the "
             f"learning rate would never reach train.lr = {t['lr']}; expected warmup_steps < max_steps"]
 

@@ -17,6 +17,12 @@ Adding a method: one `Method(...)` line in `METHODS` (and its kernel if it has n
 | pt | its own | none | yes | per seed | prompt only |
 | ipt | its own | retrieved (random for E2) | yes | per seed | prompt + demos |
 | transfer_<S> | pt's prompt of task S | the target's retrieved | no | per seed | source prompt + demos |
+| untrained | its own, initialised, 0 steps | retrieved | no (0 steps) | per seed, with E4 | untrained prompt + demos |
+
+`untrained` is finding 3's control: the target task with a soft prompt of the same length that was initialised
+(``prompt.init``) and never trained, plus the target's demos. A transfer that beats ICL but not this control shows
+only that *some* prefix of that length changes ICL, not that the source task's training transfers. It runs with
+the experiment it controls (``experiment``), never from the config's ``methods`` list.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ ROLE_DEMOS_ONLY = "demos_only"  # in-context demos, no soft prompt (ICL)
 ROLE_PROMPT_ONLY = "prompt_only"  # its own soft prompt, no demos (PT)
 ROLE_PROMPT_AND_DEMOS = "prompt_and_demos"  # its own soft prompt and demos (IPT)
 ROLE_SOURCE_PROMPT_AND_DEMOS = "source_prompt_and_demos"  # a source task's prompt and the target's demos (transfer)
-ROLES = (ROLE_DEMOS_ONLY, ROLE_PROMPT_ONLY, ROLE_PROMPT_AND_DEMOS, ROLE_SOURCE_PROMPT_AND_DEMOS)
+ROLE_UNTRAINED_PROMPT_AND_DEMOS = "untrained_prompt_and_demos"  # an initialised, untrained prompt and demos (control)
+ROLES = (ROLE_DEMOS_ONLY, ROLE_PROMPT_ONLY, ROLE_PROMPT_AND_DEMOS, ROLE_SOURCE_PROMPT_AND_DEMOS,
+         ROLE_UNTRAINED_PROMPT_AND_DEMOS)
 
 
 class UnknownMethodError(KeyError):
@@ -50,7 +58,11 @@ class Method:
     `<name>_<source task>`, switched on by `experiments.<experiment>`).
     demos: the demonstration sources it takes; demos[0] is its main setting.
     demo_count: how many demos it takes (None: the config's demos.n_demos).
-    role: one of ROLES, what the reports compare it as (None: reported, never compared)."""
+    role: one of ROLES, what the reports compare it as (None: reported, never compared).
+    train_steps: the training steps of its own prompt (None: the config's train.max_steps; 0: the initialised
+    prompt, never updated).
+    experiment: the experiment switch it runs with (a family: its runs; another method: a control that runs, at
+    its main setting only, wherever that experiment has runs, never from the config's `methods` list)."""
 
     name: str
     label: str
@@ -63,6 +75,7 @@ class Method:
     family: bool = False
     prompt_from: str | None = None
     experiment: str | None = None
+    train_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in ROLES:
@@ -70,10 +83,17 @@ class Method:
         if self.family != (self.prompt == PROMPT_SOURCE) or self.family != bool(self.prompt_from and self.experiment):
             raise ValueError(f"method {self.name}: a family (family=True) takes its prompt from a source task "
                              "(PROMPT_SOURCE, prompt_from and experiment set); no other method does")
+        if self.train_steps is not None and not (self.prompt == PROMPT_OWN and self.train_steps >= 0):
+            raise ValueError(f"method {self.name}: train_steps needs a prompt of its own (PROMPT_OWN) and >= 0")
 
     @property
     def trains(self) -> bool:
         return self.prompt == PROMPT_OWN
+
+    @property
+    def control(self) -> bool:
+        """A control: runs with its experiment (at its main setting), not from the config's `methods` list."""
+        return self.experiment is not None and not self.family
 
     @property
     def uses_prompt(self) -> bool:
@@ -107,11 +127,13 @@ METHODS: dict[str, Method] = {
         Method("ipt", "IPT", "#d62728", PROMPT_OWN, ("retrieved", "random"), role=ROLE_PROMPT_AND_DEMOS),
         Method("transfer", "Transfer", "#9467bd", PROMPT_SOURCE, ("retrieved",), role=ROLE_SOURCE_PROMPT_AND_DEMOS,
                family=True, prompt_from="pt", experiment="transfer"),
+        Method("untrained", "Untrained prompt + ICL", "#8c564b", PROMPT_OWN, ("retrieved",),
+               role=ROLE_UNTRAINED_PROMPT_AND_DEMOS, experiment="transfer", train_steps=0),
     )
 }
 
-#: the methods a config's `methods:` list may name (families are switched on by their experiment)
-CONFIG_METHODS = tuple(n for n, m in METHODS.items() if not m.family)
+#: the methods a config's `methods:` list may name (families and controls are switched on by their experiment)
+CONFIG_METHODS = tuple(n for n, m in METHODS.items() if m.experiment is None)
 #: the order reports list methods in
 REPORT_ORDER = tuple(METHODS)
 
@@ -148,7 +170,7 @@ def color(name: str) -> str:
 
 def wildcard_pattern(tasks: list[str] | tuple[str, ...]) -> str:
     """The regex of the {method} wildcard for these tasks."""
-    parts = list(CONFIG_METHODS)
+    parts = [n for n, m in METHODS.items() if not m.family]
     src = "|".join(tasks)
     parts += [f"{n}_({src})" for n, m in METHODS.items() if m.family]
     return "|".join(parts)

@@ -61,7 +61,10 @@ class Grid(NamedTuple):
 
 
 def method_settings(m: Method, g: Grid) -> list[tuple[int, str]]:
-    """(length, demos) of every run of method m: its main setting over the lengths, and random demos for E2."""
+    """(length, demos) of every run of method m: its main setting over the lengths, and random demos for E2
+    (a control: its main setting only)."""
+    if m.control:
+        return [(m.length(g.main_len), m.main_demos)]
     lengths = g.lengths if m.uses_prompt else [0]
     out = [(L, m.main_demos) for L in lengths]
     if g.random_demos and "random" in m.demos and m.main_demos != "random":
@@ -109,6 +112,10 @@ def plan(config: Mapping[str, Any]) -> Plan:
     for m in METHODS.values():
         if m.family:
             predict.update(family_runs(m, g))
+    with_runs = {f.experiment for f in METHODS.values() if f.family and family_runs(f, g)}
+    for m in METHODS.values():
+        if m.control and m.experiment in with_runs:  # a control runs where its experiment has runs
+            predict.update(method_runs(m, g))
     train = {src for r in predict if (src := prompt_source(r)) is not None}
     return Plan(sorted(train), sorted(predict))
 

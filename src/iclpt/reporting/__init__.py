@@ -19,6 +19,7 @@ from iclpt.reporting.aggregate import (
     summarize,
     transfer_table,
 )
+from iclpt.reporting.comparisons import COMPARISON_COLS, comparisons_table
 from iclpt.reporting.figures import (
     fig_similarity,
     fig_stability_length,
@@ -29,11 +30,9 @@ from iclpt.reporting.figures import (
 from iclpt.reporting.findings import finding1, finding2, finding3, render_findings
 from iclpt.reporting.tables import render_main_md, render_main_tex, write_csv
 from iclpt.reporting.uncertainty import (
-    COMPARISON_COLS,
     RunScores,
     cell_interval,
     compare,
-    comparisons_table,
     load_scores,
     with_bucket_ci,
     with_main_ci,

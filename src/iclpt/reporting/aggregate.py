@@ -24,7 +24,6 @@ from iclpt.orchestration.methods import (
     label,
     method_with_role,
     split_name,
-    trained_methods,
 )
 from iclpt.orchestration.runs import Run
 
@@ -341,7 +340,7 @@ def stability_runs(runs: pd.DataFrame, length: int | None = None) -> pd.DataFram
 
     Rows keep the order of `runs`."""
     keep = pd.Series(False, index=runs.index)
-    for name in trained_methods():
+    for name in (PT, IPT):
         keep |= (runs["method"] == name) & (runs["demos"] == METHODS[name].main_demos)
     if length is not None:
         keep &= runs["length"] == length
@@ -364,7 +363,7 @@ def stability_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
 # ---- E4 -----------------------------------------------------------------------------------------------------
 #: the '<method>_mean' columns of every non-baseline method (icl_mean, pt_mean, ipt_mean), then beats_icl, beats_pt
 TRANSFER_COLS = (["model", "target", "metric", "source", "kind", "n_seeds", "mean", "std"]
-                 + [f"{n}_mean" for n in DEFAULT_METHODS if not METHODS[n].baseline]
+                 + [f"{n}_mean" for n in DEFAULT_METHODS if not (METHODS[n].baseline or METHODS[n].control)]
                  + [f"beats_{ICL}", f"beats_{PT}"])
 _KEY = ["model", "target", "metric"]
 
@@ -404,9 +403,9 @@ def _references(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
 
 
 def _mean_columns(ref: pd.DataFrame) -> list[str]:
-    """'<method>_mean' of each non-family method: baselines only when run, then the others always (as before)."""
+    """'<method>_mean' of each non-family method: baselines and controls only when run, the others always."""
     present = set(ref["_method"])
-    return [f"{n}_mean" for n in DEFAULT_METHODS if n in present or not METHODS[n].baseline]
+    return [f"{n}_mean" for n in DEFAULT_METHODS if n in present or not (METHODS[n].baseline or METHODS[n].control)]
 
 
 def _beats(out: pd.DataFrame, col: str) -> np.ndarray:
@@ -420,8 +419,8 @@ def transfer_table(runs: pd.DataFrame, main_len: int) -> pd.DataFrame:
     Reference rows (kind = reference): '<label> (target)' of every non-family method run on the target: 'ICL
     (target)', 'PT (target)', 'IPT (target)' and, when run, the baseline 'Zero-shot (target)'. The '<method>_mean'
     columns repeat those means on every row: icl_mean, pt_mean, ipt_mean always, zeroshot_mean (before icl_mean)
-    only when zero-shot was run. beats_* compare a transfer row's mean over seeds with the ICL / PT means (empty
-    when a reference is missing).
+    and untrained_mean (finding 3's control, after ipt_mean) only when run. beats_* compare a transfer row's mean
+    over seeds with the ICL / PT means (empty when a reference is missing).
     """
     if runs.empty:
         return pd.DataFrame(columns=TRANSFER_COLS)
@@ -475,8 +474,9 @@ def retrieval_summary_table(summary_files: Iterable[PathLike]) -> pd.DataFrame:
         splits = doc.pop("splits", None)
         if isinstance(splits, dict) and splits:
             for split, stats in splits.items():
-                rows.append({"task": task, "retriever": retriever, "split": split,
-                             **_flat(stats if isinstance(stats, dict) else {"value": stats}), **_flat(doc), **cfg})
+                stats = {k: v for k, v in stats.items() if not k.endswith("_ids")} if isinstance(stats, dict) \
+                    else {"value": stats}  # the id lists feed the comparisons, not this table
+                rows.append({"task": task, "retriever": retriever, "split": split, **_flat(stats), **_flat(doc), **cfg})
         else:
             rows.append({"task": task, "retriever": retriever, **_flat(doc), **cfg})
     df = pd.DataFrame(rows)

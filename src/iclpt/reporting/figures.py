@@ -19,11 +19,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from iclpt.io import PathLike, atomic_open  # noqa: E402
-from iclpt.orchestration.methods import color, label, trained_methods  # noqa: E402
+from iclpt.orchestration.methods import color, label  # noqa: E402
 from iclpt.reporting.aggregate import (  # noqa: E402
     BASELINES,
     DEFAULT_METHODS,
     E2_METHODS,
+    IPT,
+    PT,
     REFERENCE,
     reference_label,
     stability_runs,
@@ -153,7 +155,7 @@ def fig_stability_seeds(runs: pd.DataFrame, main_len: int, primary: dict[str, st
     cells = list(dict.fromkeys(zip(sel["task"], sel["model"], sel["metric"])))
     rng = np.random.default_rng(0)  # jitter only
     for i, cell in enumerate(cells):
-        for j, method in enumerate(trained_methods()):
+        for j, method in enumerate((PT, IPT)):
             v = sel[(sel["task"] == cell[0]) & (sel["model"] == cell[1]) & (sel["method"] == method)]["value"]
             if v.empty:
                 continue
@@ -182,7 +184,7 @@ def fig_stability_length(stab: pd.DataFrame, primary: dict[str, str]) -> plt.Fig
     for ax, task in zip(axes, tasks):
         sub = s[s["task"] == task]
         for k, model in enumerate(sorted(sub["model"].unique())):
-            for method in trained_methods():
+            for method in (PT, IPT):
                 d = sub[(sub["model"] == model) & (sub["method"] == method)].sort_values("length")
                 if d.empty:
                     continue
@@ -248,5 +250,29 @@ def fig_transfer(transfer: pd.DataFrame, primary: dict[str, str]) -> plt.Figure:
         ax.set_ylabel("source of the soft prompt / reference on target")
         ax.set_title(f"E4: prompt transfer, {model}")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="score, normalised per target column")
+    fig.tight_layout()
+    return fig
+
+
+# ---- training curves ----------------------------------------------------------------------------------------------
+def fig_training(curves: pd.DataFrame) -> plt.Figure:
+    """One panel per task: the dev loss of every main-setting prompt against its step (step 0: the initial prompt),
+    one line per seed, coloured by method; the regime gate of findings.md reads these curves."""
+    tasks = sorted(curves["task"].unique()) if not curves.empty else []
+    n = max(1, len(tasks))
+    fig, axes = _panel_row(n, (4.2 * n, 3.6), empty=not tasks, title="Dev loss during training",
+                           xlabel="optimizer step", ylabel="dev loss", message="no dev evaluations")
+    for ax, task in zip(axes, tasks):
+        sub = curves[curves["task"] == task]
+        seen: set[str] = set()
+        for (_model, method, _seed), d in sub.groupby(["model", "method", "seed"], sort=True):
+            d = d.sort_values("step")
+            ax.plot(d["step"], d["dev_loss"], marker=".", color=color(method), alpha=0.7, linewidth=1,
+                    label=label(method) if method not in seen else None)
+            seen.add(method)
+        ax.set_title(task)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("dev loss")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,234 +1,347 @@
-"""The paper's three findings, checked on this run's numbers (computed, never asserted).
+"""The paper's three findings, each given a verdict on this run's numbers: supported, contradicted or inconclusive.
 
-Each finding function returns a dict: ``status`` in {supported, not supported, mixed, not enough data, not run},
-the numbers it computed and a list of Markdown lines explaining them. A fraction counts a "cell"
-(task x model, primary metric) or a transfer pair (source, target, model); a criterion is met when the fraction is
-above ``threshold`` (default 0.5, i.e. a majority); fewer than ``min_cells`` cells give "not enough data".
-Findings 1 and 3 compare methods: every such comparison comes from the paired bootstrap over test examples
-(``iclpt.reporting.uncertainty.comparisons_table``) and counts only when it is not within noise (p < alpha and
-its interval excludes 0, ``iclpt.reporting.stats.within_noise``).
+Every criterion is one pooled test over its cells (``iclpt.reporting.verdicts``: mean contrast of the cells, seeds
+and test examples random, Holm over the criteria of a finding); "inconclusive" comes with the minimum detectable
+effect and the rows or seeds that would resolve it. The tests behind findings 1 and 3 are the rows of
+tables/comparisons.csv (``iclpt.reporting.comparisons``); finding 2's are on the seed scores
+(``iclpt.reporting.spread``).
+
+The regime gate: findings 1 and 3 are about prompts trained in the paper's regime, so they read only the cells
+(task x model) where PT is significantly above zero-shot and the PT prompts' dev loss levelled off (most seeds;
+tables/training.csv, ``iclpt.reporting.training``). Where no cell passes, the finding is "inconclusive: PT not
+trained", with the numbers. Finding 2 leaves out the cells where PT is not above zero-shot (a prompt at the floor
+has no spread to reduce) and lists them.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from iclpt.orchestration.methods import label
-from iclpt.reporting.aggregate import BASELINES, ICL, IPT, PT, TRANSFER, versus
-from iclpt.reporting.stats import within_noise
+from iclpt.reporting.aggregate import ICL, IPT, PT, TRANSFER, versus
+from iclpt.reporting.comparisons import (
+    ALL,
+    CONTROL,
+    GATE,
+    INTERACTION,
+    NO_DUPLICATES,
+    RANDOM_VS_PT,
+    SLOPE,
+    Duplicates,
+)
+from iclpt.reporting.spread import SpreadRatio, length_spread, seed_spread
+from iclpt.reporting.verdicts import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_RUN,
+    SUPPORTED,
+    Pooled,
+    adjusted,
+    combine,
+    describe,
+    directional,
+    not_above,
+    pool,
+    resolution,
+)
 
-SUPPORTED, NOT_SUPPORTED, MIXED, NO_DATA, NOT_RUN = (
-    "supported", "not supported", "mixed", "not enough data", "not run")
+
+@dataclass(frozen=True)
+class Settings:
+    """The verdict settings (config report.*): alpha, power, the non-superiority margin and the levelling gate."""
+
+    alpha: float = 0.05
+    power: float = 0.8
+    margin: float = 1.0
+    levelled_tail: float = 0.33
+    levelled_tolerance: float = 0.1
 
 
-def _frac(flags: list[bool]) -> float:
-    return sum(flags) / len(flags) if flags else math.nan
+@dataclass
+class Finding:
+    status: str
+    lines: list[str] = field(default_factory=list)
+    criteria: dict[str, str] = field(default_factory=dict)
+    gated: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _fmt(x: float, d: int = 2) -> str:
+def _fmt(x: Any, d: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{d}f}"
 
 
-def _combine(statuses: list[str]) -> str:
-    s = [x for x in statuses if x not in (NO_DATA, NOT_RUN)]
-    if not s:
-        return NO_DATA
-    if all(x == SUPPORTED for x in s):
-        return SUPPORTED
-    if all(x == NOT_SUPPORTED for x in s):
-        return NOT_SUPPORTED
-    return MIXED
-
-
-def _criterion(flags: list[bool], min_cells: int, threshold: float) -> str:
-    if len(flags) < min_cells:
-        return NO_DATA
-    return SUPPORTED if _frac(flags) > threshold else NOT_SUPPORTED
-
-
-def _primary_rows(df: pd.DataFrame, primary: dict[str, str], task_col: str = "task") -> pd.DataFrame:
-    if df is None or df.empty:
-        return pd.DataFrame() if df is None else df
-    return df[df[task_col].map(primary) == df["metric"]]
-
-
-def _baseline_lines(df: pd.DataFrame, task_col: str, ref_col: str, ref_name: str) -> list[str]:
-    """One line per baseline run (zero-shot): its score per task x model next to the compared reference's.
-
-    Reported only: the verdicts never use it. Empty when the table has no '<baseline>_mean' column."""
-    lines = []
-    for name in BASELINES:
-        col = f"{name}_mean"
-        if col not in df.columns:
-            continue
-        d = df.dropna(subset=[col]).groupby([task_col, "model"], sort=True)[[col, ref_col]].first()
-        if d.empty:
-            continue
-        cells = "; ".join(f"{t} / {mo} {_fmt(r[col])} ({ref_name} {_fmt(r[ref_col])})" for (t, mo), r in d.iterrows())
-        lines.append(f"- {label(name)} baseline (no soft prompt, no demos; reported only): {cells}")
-    return lines
-
-
-def _tested(comparisons: pd.DataFrame | None, kind: str, primary: dict[str, str],
-            method: str | None = None) -> pd.DataFrame:
-    """The comparisons of one kind on each task's primary metric (optionally of one method)."""
+def _rows(comparisons: pd.DataFrame | None, kind: str, primary: dict[str, str], subset: str = ALL) -> pd.DataFrame:
+    """The comparisons of one kind and subset on each task's primary metric."""
     if comparisons is None or comparisons.empty:
-        return pd.DataFrame(columns=["task", "model", "metric", "diff", "diff_ci_low", "diff_ci_high", "p_value"])
-    c = comparisons[comparisons["comparison"] == kind]
-    if method is not None:
-        c = c[c["method"].astype(str) == method]
-    c = c[c["task"].map(primary) == c["metric"]].dropna(subset=["diff", "p_value"])
-    return c.sort_values(["task", "model"] + (["source"] if "source" in c.columns else []), kind="stable")
+        return pd.DataFrame(columns=[] if comparisons is None else comparisons.columns)
+    c = comparisons[(comparisons["comparison"] == kind) & (comparisons["subset"].fillna(ALL) == subset)]
+    return c[c["task"].map(primary) == c["metric"]].dropna(subset=["diff"])
 
 
-def _noise(c: pd.DataFrame, alpha: float) -> list[bool]:
-    """Per comparison: within noise (p ≥ alpha, or the interval of the difference contains 0; iclpt.reporting.stats)."""
-    return [within_noise(p, lo, hi, alpha) for p, lo, hi in zip(c["p_value"], c["diff_ci_low"], c["diff_ci_high"])]
-
-
-def _significant_wins(c: pd.DataFrame, alpha: float) -> list[bool]:
-    """Per comparison: a − b > 0 and not within noise."""
-    return [bool(d > 0 and not n) for d, n in zip(c["diff"], _noise(c, alpha))]
-
-
-def _tally(c: pd.DataFrame, alpha: float) -> str:
-    """'significantly higher in i, lower in j, within noise in k' of a set of comparisons."""
-    noise = _noise(c, alpha)
-    up = sum(1 for d, n in zip(c["diff"], noise) if d > 0 and not n)
-    down = sum(1 for d, n in zip(c["diff"], noise) if d <= 0 and not n)
-    return f"significantly higher in {up}, lower in {down}, within noise in {sum(noise)}"
-
-
-def _comparison_line(r: Any, alpha: float, what: str | None = None) -> str:
-    """'  - task / model: a … vs b …, difference +d [lo, hi], p = …' and ' — within noise' where it is."""
+def _row_line(r: Any, what: str = "") -> str:
     where = f"{r.task} / {r.model}" + (f" ({what})" if what else "")
-    text = (f"  - {where}: {r.a} {_fmt(r.mean_a)} vs {r.b} {_fmt(r.mean_b)}, difference {r.diff:+.2f} "
-            f"[{_fmt(r.diff_ci_low)}, {_fmt(r.diff_ci_high)}], p = {r.p_value:.3f}")
-    if not within_noise(r.p_value, r.diff_ci_low, r.diff_ci_high, alpha):
-        return text
-    return text + (" — within noise" if r.p_value >= alpha else " — within noise (the interval contains 0)")
+    return (f"  - {where}: {r.a} {_fmt(r.mean_a)} vs {r.b} {_fmt(r.mean_b)}, difference {r.diff:+.2f} "
+            f"[{_fmt(r.diff_ci_low)}, {_fmt(r.diff_ci_high)}], p = {r.p_value:.3g}, MDE {_fmt(r.mde)} "
+            f"({int(r.n_examples)} rows, {int(r.n_seeds_a)} / {int(r.n_seeds_b)} seeds)")
 
 
-NO_TESTS = "- No paired tests (tables/comparisons.csv) were given: no difference can be told from noise."
+# ---- the regime gate ----------------------------------------------------------------------------------------
+def _levelled(training: pd.DataFrame | None, task: str, model: str, main_len: int) -> tuple[bool | None, str]:
+    """Whether most PT seeds of the cell levelled off, and the words for it."""
+    if training is None or training.empty:
+        return None, "no training table"
+    t = training[(training["task"] == task) & (training["model"] == model) & (training["method"] == PT)
+                 & (training["length"] == main_len)]
+    if t.empty:
+        return None, "no PT train runs"
+    known = t["levelled"].dropna().astype(bool)
+    share = t["late_share"].dropna()
+    words = (f"dev loss levelled off in {int(known.sum())} of {len(t)} PT seeds "
+             f"(median share of the improvement made in the last part of training {_fmt(share.median())})")
+    if len(known) < len(t) / 2:
+        return None, words + "; too few dev evaluations to tell"
+    return bool(known.sum() > len(t) / 2), words
 
 
-def finding1(comparisons: pd.DataFrame | None, primary: dict[str, str], min_cells: int = 2,
-             threshold: float = 0.5, alpha: float = 0.05, similarity_run: bool = True,
-             similarity: pd.DataFrame | None = None) -> dict[str, Any]:
-    """IPT helps when the demo is similar: top- vs bottom-similarity-bucket gain, and retrieved vs random IPT.
+def regime_gate(comparisons: pd.DataFrame | None, training: pd.DataFrame | None, primary: dict[str, str],
+                main_len: int, alpha: float) -> tuple[list[tuple[str, str]], list[str]]:
+    """The cells that pass the gate, and a line per cell saying why or why not."""
+    rows = _rows(comparisons, GATE, primary)
+    passed, lines = [], []
+    for r in rows.itertuples():
+        above = bool(r.diff > 0 and r.p_value < alpha)
+        lev, words = _levelled(training, r.task, r.model, main_len)
+        ok = above and lev is True
+        if ok:
+            passed.append((r.task, r.model))
+        why = ("passes" if ok else "fails: PT not significantly above zero-shot" if not above
+               else "fails: cannot tell whether PT's dev loss levelled off" if lev is None
+               else "fails: PT's dev loss had not levelled off")
+        lines.append(_row_line(r) + f"; {words} → {why}")
+    return passed, lines
 
-    Every comparison is a row of ``comparisons`` (iclpt.reporting.uncertainty.comparisons_table); a cell meets a
-    criterion when its difference is positive and not within noise (p < alpha, interval excluding 0).
-    ``similarity`` (the E2a table) only feeds the reported zero-shot line."""
-    lines = [] if comparisons is not None else [NO_TESTS]
-    ivp = _tested(comparisons, versus(IPT, PT), primary)
-    ipt_beats = _significant_wins(ivp, alpha)
-    lines.append(f"- IPT − PT (main setting), paired over test examples: {_tally(ivp, alpha)} of {len(ivp)} "
-                 "task × model cells; the paper says IPT does not *always* beat PT (reported only).")
-    lines += [_comparison_line(r, alpha) for r in ivp.itertuples()]
-    # (a) gain in the most vs least similar bucket
-    gap = _tested(comparisons, "bucket_gap", primary)
-    top_gt_bottom = _significant_wins(gap, alpha)
-    s_a = _criterion(top_gt_bottom, min_cells, threshold)
-    mean_gap = float(gap["diff"].mean()) if len(gap) else math.nan
-    lines.append(f"- Similarity buckets: gain(top) − gain(bottom) significantly > 0 in {sum(top_gt_bottom)}/"
-                 f"{len(top_gt_bottom)} cells (fraction {_fmt(_frac(top_gt_bottom))}, mean gap {_fmt(mean_gap)}; "
-                 f"{_tally(gap, alpha)}) → {s_a}")
-    lines += [_comparison_line(r, alpha) for r in gap.itertuples()]
-    # (b) retrieved vs random demos for IPT (and ICL, reported)
-    s_b = NOT_RUN if not similarity_run else NO_DATA
-    ret_gt_rand = {}
-    for method in (IPT, ICL):
-        c = _tested(comparisons, "retrieved_vs_random", primary, method)
-        ret_gt_rand[method] = _significant_wins(c, alpha)
-        if method == IPT and similarity_run:
-            s_b = _criterion(ret_gt_rand[IPT], min_cells, threshold)
-        f = ret_gt_rand[method]
-        lines.append(f"- {label(method)} with retrieved − random demos significantly > 0 in {sum(f)}/{len(f)} cells "
-                     f"(fraction {_fmt(_frac(f))}; {_tally(c, alpha)})"
-                     + (f" → {s_b}" if method == IPT else " (reported only)"))
-        lines += [_comparison_line(r, alpha) for r in c.itertuples()]
-    sim = _primary_rows(similarity, primary) if similarity is not None else pd.DataFrame()
-    if not sim.empty and "retrieved_mean" in sim.columns:
-        icl_ret = sim["retrieved_mean"].where(sim["method"] == ICL)
-        lines += _baseline_lines(sim.assign(_ref=icl_ret), "task", "_ref", f"{label(ICL)} retrieved")
+
+def _gate_cells(comparisons: pd.DataFrame | None, primary: dict[str, str]) -> list[tuple[str, str]]:
+    """Every cell (task, model) the gate looks at."""
+    return [(r.task, r.model) for r in _rows(comparisons, GATE, primary).itertuples()]
+
+
+def _gated(rows: pd.DataFrame, cells: list[tuple[str, str]], col: str = "task") -> pd.DataFrame:
+    keep = set(cells)
+    return rows.loc[np.array([(t, m) in keep for t, m in zip(rows[col], rows["model"])], dtype=bool)]
+
+
+# ---- criteria -----------------------------------------------------------------------------------------------
+def _verdict_line(name: str, p: Pooled | None, p_adj: float, status: str, s: Settings, unit: str = "") -> str:
+    if p is None:
+        return f"- {name}: no cell has this test → {INCONCLUSIVE}"
+    text = f"- {name}: {describe(p, p_adj, unit)} → **{status}**"
+    if status == INCONCLUSIVE:
+        text += f"; {resolution(p, s.alpha, s.power)}"
+    return text
+
+
+def _finding1_criteria(comparisons: pd.DataFrame | None, primary: dict[str, str], cells: list[tuple[str, str]],
+                       s: Settings, subset: str) -> tuple[dict[str, str], list[str]]:
+    names = {INTERACTION: f"Interaction: ({label(IPT)} retrieved − random) − ({label(ICL)} retrieved − random)",
+             RANDOM_VS_PT: f"Requires a similar demo: {label(IPT)} with random demos − {label(PT)} (claim: not above "
+                           f"{s.margin:g})",
+             SLOPE: f"Slope of the per-example {label(IPT)} − {label(PT)} gain on the top demo's similarity "
+                    "(points per unit of cosine similarity)"}
+    pooled = {k: pool(_gated(_rows(comparisons, k, primary, subset), cells), s.alpha, s.power) for k in names}
+    adj = dict(zip(names, adjusted(list(pooled.values()))))
+    status, lines = {}, []
+    for k, name in names.items():
+        p = pooled[k]
+        if p is None:
+            status[k] = INCONCLUSIVE
+        elif k == RANDOM_VS_PT:
+            status[k] = not_above(p, adj[k], s.alpha, s.margin)
+        else:
+            status[k] = directional(adj[k], p.estimate, s.alpha)
+        lines.append(_verdict_line(name, p, adj[k], status[k], s))
+    return status, lines
+
+
+def _duplicate_lines(duplicates: dict[str, Duplicates] | None, cells: list[tuple[str, str]]) -> list[str]:
+    if not duplicates:
+        return ["- Duplicates: no retrieval summaries were given; the share of test rows whose top demo repeats "
+                "their input is unknown."]
+    parts = []
+    for task in sorted({t for t, _ in cells} or duplicates):
+        d = duplicates.get(task)
+        if d is not None and d.n:
+            parts.append(f"{task} {100 * len(d.input_ids) / d.n:.1f} % ({len(d.input_ids)} of {d.n}; identical "
+                         f"target too: {100 * len(d.pair_ids) / d.n:.1f} %)")
+    return [f"- Duplicates: test rows whose top retrieved demo has an identical input: {'; '.join(parts) or 'none'}."]
+
+
+def finding1(comparisons: pd.DataFrame | None, primary: dict[str, str], training: pd.DataFrame | None,
+             main_len: int, s: Settings = Settings(), similarity_run: bool = True,
+             duplicates: dict[str, Duplicates] | None = None) -> Finding:
+    """IPT helps when (only when) its demo is similar: interaction, "requires" and slope, on the gated cells."""
+    cells, gate_lines = regime_gate(comparisons, training, primary, main_len, s.alpha)
+    lines = [f"- Regime gate ({label(PT)} significantly above zero-shot, dev loss levelled off): "
+             f"{len(cells)} of {len(gate_lines)} cells pass.", *gate_lines]
+    lines += _duplicate_lines(duplicates, _gate_cells(comparisons, primary))
     if not similarity_run:
-        lines.append("- The random-demo control was not run (experiments.similarity false or no 'random' source).")
-    status = _combine([s_a, s_b])
-    return {"status": status, "ipt_beats_pt": ipt_beats, "top_gt_bottom": top_gt_bottom,
-            "retrieved_gt_random_ipt": ret_gt_rand[IPT], "retrieved_gt_random_icl": ret_gt_rand[ICL],
-            "criteria": {"buckets": s_a, "retrieved_vs_random": s_b}, "lines": lines}
+        return Finding(NOT_RUN, lines + ["- The random-demo control was not run (experiments.similarity false or no "
+                                         "'random' demo source): the criteria need it."])
+    if not cells:
+        return Finding(INCONCLUSIVE, [f"- **Inconclusive: {label(PT)} not trained** (no cell passes the regime "
+                                      "gate), so no criterion is interpreted.", *lines,
+                                      *_reported1(comparisons, primary)], gated=cells)
+    status, crit_lines = _finding1_criteria(comparisons, primary, cells, s, ALL)
+    lines += ["- Criteria, one test pooled over the gated cells each (Holm over the three):", *crit_lines]
+    if not _rows(comparisons, INTERACTION, primary, NO_DUPLICATES).empty or \
+            not _rows(comparisons, SLOPE, primary, NO_DUPLICATES).empty:
+        st2, lines2 = _finding1_criteria(comparisons, primary, cells, s, NO_DUPLICATES)
+        lines += [f"- Without those rows: **{combine(list(st2.values()))}**", *["  " + x for x in lines2]]
+    return Finding(combine(list(status.values())), lines + _reported1(comparisons, primary), status, cells)
 
 
-def finding2(stability: pd.DataFrame | None, primary: dict[str, str], min_cells: int = 2,
-             threshold: float = 0.5, stability_run: bool = True) -> dict[str, Any]:
-    """IPT reduces PT's variance: seed std (main length) and spread of the seed-mean over prompt lengths."""
-    lines = []
-    if not stability_run or stability is None:
-        return {"status": NOT_RUN, "lines": ["- Experiment E3 was not run (experiments.stability false)."],
-                "seed_std_lower": [], "length_std_lower": []}
-    s = _primary_rows(stability, primary)
-    seed_flags, length_flags = [], []
-    if not s.empty:
-        main = s[s["main"].astype(bool)]
-        for (task, model), sub in main.groupby(["task", "model"], sort=True):
-            pt = sub[(sub["method"] == PT) & (sub["n_seeds"] >= 2)]
-            ipt = sub[(sub["method"] == IPT) & (sub["n_seeds"] >= 2)]
-            if pt.empty or ipt.empty:
-                continue
-            a, b = float(ipt["std"].iloc[0]), float(pt["std"].iloc[0])
-            seed_flags.append(a < b)
-            lines.append(f"  - {task} / {model}: seed std IPT {_fmt(a)} vs PT {_fmt(b)} "
-                         f"({int(ipt['n_seeds'].iloc[0])} / {int(pt['n_seeds'].iloc[0])} seeds)")
-        for (task, model), sub in s.groupby(["task", "model"], sort=True):
-            spreads = {}
-            for method in (PT, IPT):
-                d = sub[sub["method"] == method].dropna(subset=["mean"])
-                if d["length"].nunique() >= 2:
-                    spreads[method] = float(d["mean"].std(ddof=1))
-            if len(spreads) == 2:
-                length_flags.append(spreads[IPT] < spreads[PT])
-                lines.append(f"  - {task} / {model}: std over prompt lengths of the seed mean IPT "
-                             f"{_fmt(spreads[IPT])} vs PT {_fmt(spreads[PT])}")
-    s_seed = _criterion(seed_flags, min_cells, threshold)
-    s_len = _criterion(length_flags, min_cells, threshold)
-    head = [f"- Seeds: IPT std < PT std in {sum(seed_flags)}/{len(seed_flags)} task × model cells "
-            f"(fraction {_fmt(_frac(seed_flags))}) → {s_seed}",
-            f"- Prompt lengths: IPT spread < PT spread in {sum(length_flags)}/{len(length_flags)} cells "
-            f"(fraction {_fmt(_frac(length_flags))}) → {s_len}"]
-    return {"status": _combine([s_seed, s_len]), "seed_std_lower": seed_flags, "length_std_lower": length_flags,
-            "criteria": {"seeds": s_seed, "lengths": s_len}, "lines": head + lines}
+def _reported1(comparisons: pd.DataFrame | None, primary: dict[str, str]) -> list[str]:
+    out = []
+    for kind, what in ((versus(IPT, PT), f"{label(IPT)} − {label(PT)} (main setting)"),
+                       (INTERACTION, "interaction"), (RANDOM_VS_PT, f"{label(IPT)} random − {label(PT)}"),
+                       (SLOPE, "slope"), ("retrieved_vs_random", "retrieved − random")):
+        rows = _rows(comparisons, kind, primary)
+        if not rows.empty:
+            out.append(f"- Per cell, {what} (reported, not adjusted):")
+            out += [_row_line(r) for r in rows.itertuples()]
+    return out
 
 
-def finding3(comparisons: pd.DataFrame | None, primary: dict[str, str], min_cells: int = 2,
-             threshold: float = 0.5, alpha: float = 0.05, transfer_run: bool = True,
-             transfer: pd.DataFrame | None = None) -> dict[str, Any]:
-    """A PT prompt from a source task + target demos beats ICL on the target (and, reported, PT on the target).
+# ---- finding 2 ----------------------------------------------------------------------------------------------
+def _spread_cells(runs: pd.DataFrame, primary: dict[str, str], floor: set[tuple[str, str]], main_len: int
+                  ) -> tuple[list[tuple[str, str]], list[tuple[list[float], list[float]]], list[str]]:
+    """The main-length seed scores (IPT, PT) of every cell that can enter the seed test, and why others cannot."""
+    keys, cells, notes = [], [], []
+    r = runs[runs["task"].map(primary) == runs["metric"]].dropna(subset=["value"])
+    for (task, model), sub in r.groupby(["task", "model"], sort=True):
+        ipt = sub[(sub["method"] == IPT) & (sub["length"] == main_len) & (sub["demos"] == "retrieved")]["value"]
+        pt = sub[(sub["method"] == PT) & (sub["length"] == main_len) & (sub["demos"] == "none")]["value"]
+        if len(ipt) < 2 or len(pt) < 2:
+            continue
+        why = ("PT not above zero-shot" if (task, model) in floor else
+               "a method scores the same on every seed (SD 0)" if min(ipt.std(), pt.std()) == 0 else "")
+        if why:
+            notes.append(f"{task} / {model} ({why}: SD IPT {_fmt(ipt.std())}, PT {_fmt(pt.std())})")
+            continue
+        keys.append((task, model))
+        cells.append((ipt.tolist(), pt.tolist()))
+    return keys, cells, notes
 
-    A pair counts when its paired difference is positive and not within noise (p < alpha, interval excluding 0);
-    ``transfer`` (the E4
-    table) only feeds the reported zero-shot line."""
+
+def _length_cells(runs: pd.DataFrame, primary: dict[str, str], floor: set[tuple[str, str]]
+                  ) -> tuple[list[tuple[str, str]], list[tuple[list[int], list[float], list[float]]], list[str]]:
+    keys, cells, notes = [], [], []
+    r = runs[runs["task"].map(primary) == runs["metric"]].dropna(subset=["value"])
+    for (task, model), sub in r.groupby(["task", "model"], sort=True):
+        ipt = sub[(sub["method"] == IPT) & (sub["demos"] == "retrieved")].groupby("length")["value"].mean()
+        pt = sub[(sub["method"] == PT) & (sub["demos"] == "none")].groupby("length")["value"].mean()
+        lengths = sorted(set(ipt.index) & set(pt.index))
+        if len(lengths) < 3:
+            notes.append(f"{task} / {model} ({len(lengths)} prompt lengths; the test needs at least 3)")
+            continue
+        if (task, model) in floor:
+            notes.append(f"{task} / {model} (PT not above zero-shot)")
+            continue
+        keys.append((task, model))
+        cells.append((lengths, ipt[lengths].tolist(), pt[lengths].tolist()))
+    return keys, cells, notes
+
+
+def _spread_line(name: str, r: SpreadRatio | None, p_adj: float, status: str, keys: list[tuple[str, str]]) -> str:
+    if r is None:
+        return f"- {name}: no cell can enter the test → {INCONCLUSIVE}"
+    cells = ", ".join(f"{t} / {m} {x:.2f}" for (t, m), x in zip(keys, r.cell_ratios))
+    text = (f"- {name}: IPT / PT ratio {r.ratio:.2f} [{r.low:.2f}, {r.high:.2f}] ({r.n_cells} cells: {cells}; "
+            f"p = {r.p_value:.3g}, Holm-adjusted {p_adj:.3g}) → **{status}**")
+    if status == INCONCLUSIVE:
+        need = (f"about {r.cells_needed} cells of this size would detect the observed ratio" if r.cells_needed
+                else "the observed ratio is not below 1")
+        text += f"; these cells detect a ratio of {r.mde_ratio:.2f} or less with 80 % power; {need}"
+    return text
+
+
+def _ratio_status(r: SpreadRatio | None, p_adj: float, alpha: float) -> str:
+    if r is None:
+        return INCONCLUSIVE
+    return directional(p_adj, 1.0 - r.ratio, alpha)  # supported: IPT spreads less (ratio < 1)
+
+
+def finding2(runs: pd.DataFrame | None, comparisons: pd.DataFrame | None, primary: dict[str, str], main_len: int,
+             s: Settings = Settings(), stability_run: bool = True) -> Finding:
+    """IPT reduces PT's spread over seeds and over prompt lengths: two pooled ratio tests (iclpt.reporting.spread)."""
+    if runs is None or runs.empty:
+        return Finding(NOT_RUN, ["- No runs."])
+    gate = _rows(comparisons, GATE, primary)
+    floor = {(r.task, r.model) for r in gate.itertuples() if not (r.diff > 0 and r.p_value < s.alpha)}
+    k_seed, c_seed, n_seed = _spread_cells(runs, primary, floor, main_len)
+    seeds = seed_spread(c_seed, s.alpha, s.power) if c_seed else None
+    lines = [f"- Cells left out of the seed test: {'; '.join(n_seed)}." if n_seed else
+             "- No cell left out of the seed test."]
+    lengths = None
+    k_len: list[tuple[str, str]] = []
+    if stability_run:
+        k_len, c_len, n_len = _length_cells(runs, primary, floor)
+        lengths = length_spread(c_len, s.alpha, s.power) if c_len else None
+        if n_len:
+            lines.append(f"- Cells left out of the length test: {'; '.join(n_len)}.")
+    adj = adjusted([seeds, lengths])
+    status = {"seeds": _ratio_status(seeds, adj[0], s.alpha)}
+    lines.append(_spread_line("Seeds (main length, SD over seeds)", seeds, adj[0], status["seeds"], k_seed))
+    if stability_run:
+        status["lengths"] = _ratio_status(lengths, adj[1], s.alpha)
+        lines.append(_spread_line("Prompt lengths (SD of the seed mean around its log-length trend)", lengths, adj[1],
+                                  status["lengths"], k_len))
+        if lengths is not None:
+            trends = ", ".join(f"{t} / {m} IPT {a:+.2f}, PT {b:+.2f}" for (t, m), (a, b) in zip(k_len, lengths.slopes))
+            lines.append(f"  - Length trends (points per e-fold of prompt length; reported only): {trends}")
+    else:
+        lines.append("- Experiment E3 (prompt lengths) was not run (experiments.stability false).")
+    return Finding(combine(list(status.values())), lines, status)
+
+
+# ---- finding 3 ----------------------------------------------------------------------------------------------
+def finding3(comparisons: pd.DataFrame | None, primary: dict[str, str], training: pd.DataFrame | None,
+             main_len: int, s: Settings = Settings(), transfer_run: bool = True) -> Finding:
+    """A source task's PT prompt with the target's demos beats ICL on the target and the untrained-prompt control."""
     if not transfer_run:
-        return {"status": NOT_RUN, "lines": ["- Experiment E4 was not run (experiments.transfer false or one task)."],
-                "beats_icl": [], "beats_pt": []}
-    lines = [] if comparisons is not None else [NO_TESTS]
-    vs_icl = _tested(comparisons, versus(TRANSFER, ICL), primary)
-    vs_pt = _tested(comparisons, versus(TRANSFER, PT), primary)
-    beats_icl, beats_pt = _significant_wins(vs_icl, alpha), _significant_wins(vs_pt, alpha)
-    status = _criterion(beats_icl, min_cells, threshold)
-    lines.append(f"- Transfer pairs significantly beating ICL on the target: {sum(beats_icl)}/{len(beats_icl)} "
-                 f"(fraction {_fmt(_frac(beats_icl))}; {_tally(vs_icl, alpha)}) → {status}")
-    lines += [_comparison_line(r, alpha, f"source {r.source}") for r in vs_icl.itertuples()]
-    lines.append(f"- Transfer pairs significantly beating PT trained on the target: {sum(beats_pt)}/{len(beats_pt)} "
-                 f"(fraction {_fmt(_frac(beats_pt))}; {_tally(vs_pt, alpha)}) (reported only)")
-    lines += [_comparison_line(r, alpha, f"source {r.source}") for r in vs_pt.itertuples()]
-    t = _primary_rows(transfer, primary, task_col="target") if transfer is not None else pd.DataFrame()
-    if not t.empty and f"{ICL}_mean" in t.columns:
-        lines += _baseline_lines(t, "target", f"{ICL}_mean", f"{label(ICL)} on the target")
-    return {"status": status, "beats_icl": beats_icl, "beats_pt": beats_pt, "lines": lines}
+        return Finding(NOT_RUN, ["- Experiment E4 was not run (experiments.transfer false or one task)."])
+    cells, gate_lines = regime_gate(comparisons, training, primary, main_len, s.alpha)
+    lines = [f"- Regime gate on the source task's {label(PT)}: {len(cells)} of {len(gate_lines)} cells pass."]
+    kinds = {versus(TRANSFER, ICL): f"Transfer − {label(ICL)} on the target",
+             versus(TRANSFER, CONTROL): f"Transfer − the control ({label(CONTROL)}: an initialised, untrained prompt "
+                                        "of the same length with the target's demos)"}
+    rows = {k: _rows(comparisons, k, primary) for k in kinds}
+    gated = {k: _gated(r.assign(_src=r["source"]), cells, "_src") if not r.empty else r for k, r in rows.items()}
+    if rows[versus(TRANSFER, CONTROL)].empty:
+        lines.append(f"- The control ({label(CONTROL)}) has no runs: transfer cannot be told from any prefix of "
+                     "that length changing ICL.")
+    if not cells:
+        return Finding(INCONCLUSIVE, [f"- **Inconclusive: {label(PT)} not trained** on any source task.", *lines,
+                                      *gate_lines, *_reported3(rows)])
+    pooled = {k: pool(g, s.alpha, s.power) for k, g in gated.items()}
+    adj = dict(zip(kinds, adjusted(list(pooled.values()))))
+    status = {k: (directional(adj[k], pooled[k].estimate, s.alpha) if pooled[k] else INCONCLUSIVE) for k in kinds}
+    lines += ["- Criteria, one test pooled over the transfer pairs whose source passes the gate (Holm over the two):"]
+    lines += [_verdict_line(kinds[k], pooled[k], adj[k], status[k], s) for k in kinds]
+    return Finding(combine(list(status.values())), lines + gate_lines + _reported3(rows), status, cells)
+
+
+def _reported3(rows: dict[str, pd.DataFrame]) -> list[str]:
+    out = []
+    for k, r in rows.items():
+        if not r.empty:
+            out.append(f"- Per pair, {k} (reported, not adjusted):")
+            out += [_row_line(x, f"source {x.source}") for x in r.itertuples()]
+    return out
 
 
 PAPER_FINDINGS = {
@@ -240,22 +353,17 @@ PAPER_FINDINGS = {
 }
 
 
-def render_findings(run: str, f1: dict[str, Any], f2: dict[str, Any], f3: dict[str, Any],
-                    min_cells: int = 2, threshold: float = 0.5, alpha: float = 0.05,
-                    n_resamples: int | None = None) -> str:
-    level = f"{100 * (1 - alpha):g} %"
-    resamples = f"{n_resamples} resamples, " if n_resamples else ""
+def render_findings(run: str, findings: dict[int, Finding], s: Settings, n_resamples: int | None = None) -> str:
+    level = f"{100 * (1 - s.alpha):g} %"
+    resamples = f"{n_resamples} example resamples, " if n_resamples else ""
     out = [f"# Findings of run `{run}`", "",
-           "Each of the paper's findings is checked on this run's numbers (tables/ in this folder). A criterion is "
-           f"met when the fraction of cells (task × model, primary metric) or transfer pairs exceeds {threshold}; "
-           f"with fewer than {min_cells} cells it reports 'not enough data'. A verdict is only as strong as the run "
-           "behind it: few test examples give wide intervals, and a tiny random model gives noise.", "",
-           f"Every comparison of findings 1 and 3 is a paired bootstrap over the test examples ({resamples}the "
-           "same resamples for both sides and every seed; sacrebleu's paired bootstrap for BLEU, its p-value "
-           "convention for every metric; tables/comparisons.csv): the difference of the seed means, its "
-           f"{level} interval in brackets and p. A difference with p ≥ {alpha}, or whose interval contains 0, is "
-           "*within noise* and never counts towards a criterion. Finding 2 is about the spread over seeds and "
-           "prompt lengths, reported as it is.", ""]
-    for i, f in ((1, f1), (2, f2), (3, f3)):
-        out += [f"## Finding {i}: **{f['status']}**", "", f"Paper: {PAPER_FINDINGS[i]}", ""] + f["lines"] + [""]
+           f"Each finding gets one verdict: **{SUPPORTED}**, **{CONTRADICTED}** (the opposite is significant) or "
+           f"**{INCONCLUSIVE}** (this run cannot tell; it prints the minimum detectable effect, MDE, at "
+           f"{int(s.power * 100)} % power and the size of run that would resolve it). A criterion is one two-sided "
+           f"test at {s.alpha:g} pooled over its cells, Holm-adjusted over the criteria of the finding. Seeds and "
+           f"test examples are both random ({resamples}studentized two-level bootstrap; tables/comparisons.csv): "
+           f"a difference is its {level} interval in brackets. Findings 1 and 3 read only the cells where "
+           f"{label(PT)} is trained (the regime gate).", ""]
+    for i, f in sorted(findings.items()):
+        out += [f"## Finding {i}: **{f.status}**", "", f"Paper: {PAPER_FINDINGS[i]}", ""] + f.lines + [""]
     return "\n".join(out)

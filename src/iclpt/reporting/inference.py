@@ -224,10 +224,16 @@ def seed_comparison(stats_a: Sequence[Statistic], stats_b: Sequence[Statistic], 
 
 def comparison_from(a: SeedDraws, b: SeedDraws, alpha: float) -> SeedComparison:
     """``seed_comparison`` of drawn resamples (a and b on the same example resamples)."""
-    if a.draws.shape[0] != b.draws.shape[0] or a.n_examples != b.n_examples:
-        raise ValueError("comparison_from: a and b must be drawn on the same example resamples")
-    c = components([a, b], [1.0, -1.0])
-    diff = a.estimate - b.estimate
+    return contrast_from([a, b], [1.0, -1.0], alpha)
+
+
+def contrast_from(parts: Sequence[SeedDraws], signs: Sequence[float], alpha: float) -> SeedComparison:
+    """Σ sign_m · (seed mean of part m), e.g. (a, b, c, d) with (1, −1, −1, 1) for the interaction
+    (a − b) − (c − d): every part drawn on the same example resamples, seeds independent between parts."""
+    if len({p.draws.shape[0] for p in parts}) != 1 or len({p.n_examples for p in parts}) != 1:
+        raise ValueError("contrast_from: every part must be drawn on the same example resamples")
+    c = components(parts, signs)
+    diff = float(sum(sg * p.estimate for sg, p in zip(signs, parts)))
     half = t_quantile(1 - alpha / 2, c.df) * c.se
     p = two_sided_p(diff, c.se, c.df)
     low, high = diff - half, diff + half

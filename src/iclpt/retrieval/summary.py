@@ -26,22 +26,27 @@ def _quantiles(x: np.ndarray) -> dict[str, Any]:
 
 def summarize_split(lines: Sequence[dict[str, Any]], queries: Sequence[dict[str, Any]],
                     train: Sequence[dict[str, Any]], where: str = "") -> dict[str, Any]:
-    """Similarity quantiles (first demo, all candidates) and how often the first demo's input equals the query's."""
+    """Similarity quantiles (first demo, all candidates) and which queries' first demo has their input (and, of
+    those, which also share a target: the demo's target is one of the query's target or references)."""
     qids = [str(q["id"]) for q in queries]
     lids = [str(x["id"]) for x in lines]
     if qids != lids:
         raise DataError(f"{where}: retrieval ids do not match the split's records in order (stale file?)")
-    train_input = {str(t["id"]): t["input"] for t in train}
+    by_id = {str(t["id"]): t for t in train}
     first = np.array([x["scores"][0] for x in lines if x["scores"]], dtype=np.float64)
     every = np.array([s for x in lines for s in x["scores"]], dtype=np.float64)
-    same = 0
+    same_input, same_pair = [], []
     for x, q in zip(lines, queries):
         if not x["demo_ids"]:
             continue
         d = str(x["demo_ids"][0])
-        if d not in train_input:
+        if d not in by_id:
             raise DataError(f"{where}: query {x['id']} has demo {d!r}, not a train id")
-        same += train_input[d] == q["input"]
+        if by_id[d]["input"] == q["input"]:
+            same_input.append(str(q["id"]))
+            if _targets(by_id[d]) & _targets(q):
+                same_pair.append(str(q["id"]))
+    same = len(same_input)
     n = len(lines)
     ks = sorted({len(x["demo_ids"]) for x in lines})
     return {
@@ -51,7 +56,17 @@ def summarize_split(lines: Sequence[dict[str, Any]], queries: Sequence[dict[str,
         "all_scores": _quantiles(every),
         "first_demo_identical_input": int(same),
         "first_demo_identical_input_fraction": round(same / n, 6) if n else 0.0,
+        "first_demo_identical_input_ids": same_input,
+        "first_demo_identical_pair": len(same_pair),
+        "first_demo_identical_pair_fraction": round(len(same_pair) / n, 6) if n else 0.0,
+        "first_demo_identical_pair_ids": same_pair,
     }
+
+
+def _targets(record: dict[str, Any]) -> set[str]:
+    """A record's target texts: its target and every reference it has."""
+    refs = record.get("references") or []
+    return {str(t) for t in [record.get("target"), *refs] if t is not None}
 
 
 def summarize_files(retriever: str, retrieval_paths: dict[str, PathLike], data_paths: dict[str, PathLike],

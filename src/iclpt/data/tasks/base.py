@@ -13,8 +13,9 @@ registering it in `iclpt.data.tasks.TASKS`.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -106,7 +107,8 @@ class Task:
     (bump it when the prepared data or the scoring of this task changes without a code change here). It also
     holds the facts other stages ask about it: `published_sizes` (split -> records of the official split, as
     `load` emits them; only the splits known for certain), `demo_files` (split -> its small example file under
-    resources/demo_data) and, for tasks scored on databases, where those are (`database_dir`)."""
+    resources/demo_data), `dev_group` (what a dev slice held out of train keeps whole) and, for tasks scored on
+    databases, where those are (`database_dir`)."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
@@ -118,6 +120,9 @@ class Task:
     description: ClassVar[str] = ""
     published_sizes: ClassVar[Mapping[str, int]] = {}
     demo_files: ClassVar[Mapping[str, str]] = {}
+    #: the `meta` key whose value a dev slice held out of train keeps whole (when a config's dev and test files
+    #: are one file, iclpt.data.prepare): Spider `db_id` (databases), ToTTo `table`; None: `meta.group`
+    dev_group: ClassVar[str | None] = None
 
     def load(self, split: str, path: Path, **ctx: Any) -> list[dict[str, Any]]:
         """Read one split file in the official format and return its records (in file order)."""
@@ -149,6 +154,20 @@ class Task:
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
+
+
+#: more unreachable references than this fraction: the decoding budget is too small (the predict job warns)
+UNREACHABLE_WARN_FRACTION = 0.01
+
+
+def reference_budget(ref_tokens: Sequence[int], max_new_tokens: int) -> dict[str, Any]:
+    """How far a decoding budget reaches: `n_refs`, `n_unreachable_refs` (references needing more than
+    `max_new_tokens` tokens: a prediction can never equal them), `ref_tokens_p99` (the 99th percentile of the
+    references' token counts, nearest rank; None without references) and `max_new_tokens`."""
+    lengths = sorted(int(n) for n in ref_tokens)
+    p99 = lengths[max(0, math.ceil(0.99 * len(lengths)) - 1)] if lengths else None
+    return {"max_new_tokens": int(max_new_tokens), "n_refs": len(lengths),
+            "n_unreachable_refs": sum(n > int(max_new_tokens) for n in lengths), "ref_tokens_p99": p99}
 
 
 def database_file(database_dir: PathLike, db_id: str) -> Path:

@@ -122,6 +122,7 @@ class Spider(Task):
     description = "question + database schema -> SQL"
     published_sizes = {"test": 1034}
     demo_files = {"train": "spider/train_spider.json", "dev": "spider/dev.json", "test": "spider/dev.json"}
+    dev_group = "db_id"  # a dev slice held out of train takes whole databases (Spider's splits do too)
     download = DownloadSpec("spider", (
         RemoteFile("https://drive.usercontent.google.com/download?id=1403EGqzIDoHMdQF4c9Bkyl7dZLZ5Wt6J"
                    "&export=download&confirm=t", "spider_data.zip", archive="zip"),

@@ -16,6 +16,8 @@ its row headers are the header cells to its left on the same grid row. (The offi
 row_span, which misaligns rows below a row-spanning cell; the grid fixes that.) Repeated header values are kept
 once. `table_section_text` is not used (as in the paper's default).
 
+`meta.table` (:func:`table_key`: page URL and section title) names the table, what a dev slice held out of
+train keeps whole (`dev_group`).
 References: every `final_sentence` (3 in dev, 1 in train); target = the first. The official test file has no
 annotations and is rejected with a clear error (use the dev file as test).
 Ids: `totto-<split>-<example_id>`.
@@ -107,6 +109,14 @@ def linearize(example: dict[str, Any], where: str = "<totto>") -> str:
     return " ".join(parts)
 
 
+def table_key(example: dict[str, Any]) -> str:
+    """The table an example annotates: its page (`table_webpage_url`, else `table_page_title`) and section
+    (`table_section_title`). ToTTo has no table id; examples of one table share these, and two tables of one
+    section share the key, which only makes a held-out group larger, never splits a table."""
+    page = one_line(example.get("table_webpage_url")) or one_line(example.get("table_page_title"))
+    return f"{page} | {one_line(example.get('table_section_title'))}"
+
+
 class ToTTo(Task):
     name = "totto"
     version = "1"
@@ -116,6 +126,7 @@ class ToTTo(Task):
     output_label = "Sentence"
     description = "highlighted table cells (+ page and section title) -> one sentence"
     published_sizes = {"test": 7700}
+    dev_group = "table"  # a dev slice held out of train takes whole tables (meta.table, see table_key)
     demo_files = {"train": "totto/train.jsonl", "dev": "totto/dev.jsonl", "test": "totto/test.jsonl"}
     download = DownloadSpec("totto", (
         RemoteFile("https://storage.googleapis.com/totto-public/totto_data.zip", "totto_data.zip", archive="zip"),
@@ -139,7 +150,8 @@ class ToTTo(Task):
                     "file is unlabelled; use the dev file as the test split)"
                 )
             rid = f"totto-{split}-{row['example_id']}"
-            meta = {"example_id": str(row["example_id"]), "page_title": one_line(row.get("table_page_title"))}
+            meta = {"example_id": str(row["example_id"]), "page_title": one_line(row.get("table_page_title")),
+                    "table": table_key(row)}
             records.append(make_record("totto", split, rid, linearize(row, where), refs, meta, where=where))
         return records
 

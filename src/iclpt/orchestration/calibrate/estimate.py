@@ -81,7 +81,10 @@ class ModelCalibration:
 
 
 def n_dev_passes(cfg: Any) -> int:
-    """Dev-loss passes of a training job: the initial prompt, every ``eval_every`` steps and the last step."""
+    """Dev-loss passes of a training job: the initial prompt, every ``eval_every`` steps and the last step (none
+    when it trains no step: the initialised prompt is the output)."""
+    if int(cfg.max_steps) == 0:
+        return 0
     every = max(1, int(cfg.eval_every))
     return 1 + cfg.max_steps // every + (1 if cfg.max_steps % every else 0)
 

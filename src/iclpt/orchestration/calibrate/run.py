@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -30,6 +31,7 @@ from iclpt.orchestration.calibrate.rules import (
 from iclpt.orchestration.calibrate.startup import concurrency_factor, embed_probe, model_startup, script_startup
 from iclpt.orchestration.calibrate.throughput import measure_decode, measure_train
 from iclpt.orchestration.calibrate.workload import TaskSample, Workload, eval_tokens, step_tokens, task_sample
+from iclpt.orchestration.methods import get_method
 
 
 @dataclass
@@ -58,8 +60,6 @@ class Setting:
 
 
 def _demo_layout(config: Mapping[str, Any], run: Any) -> tuple[int, str]:
-    from iclpt.orchestration.methods import get_method
-
     return get_method(run.method).n_demos(run.demos, int(config["demos"]["n_demos"])), run.demos
 
 
@@ -110,11 +110,13 @@ def _train_task(s: Setting, cal: ModelCalibration, model: Any, tok: Any, work: W
               f"{rate.padded_tokens_per_s:.0f} padded tok/s, dev {rate.eval_tokens_per_s:.0f} tok/s")
     for r, (nd, demos) in zip(runs, layouts, strict=True):
         rate = cal.train[f"{task}/{'demos' if nd else 'no demos'}"]
-        per_step = cfg.grad_accum * step_tokens(work.lengths("train", nd, demos, r.length), cfg.batch_size,
-                                                r.length, cfg.bucket_by_length)
-        dev_tok = eval_tokens(work.lengths("dev", nd, demos, r.length), cfg.batch_size, r.length)
-        cal.train_seconds[r] = est_.train_run_seconds(cal.startup_s or 0.0, cfg, per_step, dev_tok, rate)
-        cal.train_tokens += cfg.max_steps * per_step + est_.n_dev_passes(cfg) * dev_tok
+        steps = get_method(r.method).train_steps  # a method's own step count (the untrained control: 0)
+        rcfg = cfg if steps is None else dataclasses.replace(cfg, max_steps=steps)
+        per_step = rcfg.grad_accum * step_tokens(work.lengths("train", nd, demos, r.length), rcfg.batch_size,
+                                                 r.length, rcfg.bucket_by_length)
+        dev_tok = eval_tokens(work.lengths("dev", nd, demos, r.length), rcfg.batch_size, r.length)
+        cal.train_seconds[r] = est_.train_run_seconds(cal.startup_s or 0.0, rcfg, per_step, dev_tok, rate)
+        cal.train_tokens += rcfg.max_steps * per_step + est_.n_dev_passes(rcfg) * dev_tok
 
 
 def _decode_task(s: Setting, cal: ModelCalibration, model: Any, tok: Any, work: Workload, task: str,
