@@ -9,13 +9,15 @@ CORES ?= 2
 CONFIG ?= config/demo.yaml
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: all install demo mini mini-samples test test-fast plan bench bench-full clean-demo help
+.PHONY: all install demo mini mini-samples mini-pilot power test test-fast plan bench bench-full clean-demo help
 all: help
 
 help:
 	@echo "make demo   - create .venv, install, run the whole pipeline on config/demo.yaml (offline)"
 	@echo "make mini   - the mini reproduction (config/mini.yaml: SmolLM2, official data subsampled; <= 90 min on 2 CPUs)"
 	@echo "make mini-samples - the same on the real samples in ../shared/data"
+	@echo "make mini-pilot LR=0.3 - PT alone, one seed, 200 steps: the dev curves behind the mini's lr and steps"
+	@echo "make power RUN=results/mini ROWS='64 128 192' SEEDS='3 5 8' - MDE of IPT - PT at other sizes"
 	@echo "make test   - create .venv, install, run the full test suite"
 	@echo "make plan CONFIG=config/config.yaml - jobs per rule and GPU-hour guesses from the config, runs nothing"
 	@echo "make plan CONFIG='config/mini.yaml config/mini_samples.yaml' CALIBRATE=1 - hours measured on this device"
@@ -52,6 +54,19 @@ test-fast: install
 # CONFIG may name several files (merged in order, as snakemake's --configfile); CALIBRATE=1 measures on this device
 # (iclpt.orchestration.calibrate: loads/fetches each model, times training steps and decoding batches, job start-up) for a run
 # with --cores $(CORES); without it the hand-set resources.<rule>.gpu_hours_per_job guesses are summed.
+LR ?= 0.3
+mini-pilot: install
+	printf 'run: mini-pilot-lr$(LR)\ntrain: {lr: $(LR)}\n' > .mini-pilot-lr$(LR).yaml
+	$(OFFLINE) $(BIN)/snakemake --cores $(CORES) --configfile config/mini.yaml config/mini_samples.yaml \
+		config/mini_pilot.yaml .mini-pilot-lr$(LR).yaml -- results/mini-pilot-lr$(LR)/tables/training.csv
+
+RUN ?= results/mini
+ROWS ?= 64 128 192
+SEEDS ?= 3 5 8
+KIND ?= ipt_vs_pt
+power: install
+	$(BIN)/python -m iclpt.reporting.power $(RUN)/tables/comparisons.csv --kind $(KIND) --rows $(ROWS) --seeds $(SEEDS)
+
 plan: install
 	$(BIN)/python workflow/scripts/plan.py $(foreach f,$(CONFIG),--configfile $(f)) \
 		$(if $(CALIBRATE),--calibrate --cores $(CORES))

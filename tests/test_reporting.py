@@ -808,3 +808,21 @@ def test_score_and_report_rules_end_to_end(tmp_path):
     html = (res / "report.html").read_text(errors="replace")
     for name in ("E1 main table", "E2 demo similarity", "E3 stability", "Findings", "main.csv", "similarity.png"):
         assert name in html, name
+
+
+def test_main_table_says_how_many_references_the_decoding_budget_cannot_reach(tmp_path):
+    from iclpt.reporting.aggregate import budget_notes
+
+    f = _metrics_file(tmp_path, "mtop", "m", "pt", MAIN_LEN, "none", 0, {"exact_match": 10.0})
+    doc = json.loads(f.read_text())
+    doc["decoding_budget"] = {"max_new_tokens": 48, "n_refs": 160, "n_unreachable_refs": 22, "ref_tokens_p99": 71}
+    f.write_text(json.dumps(doc))
+    g = _metrics_file(tmp_path, "dart", "m", "pt", MAIN_LEN, "none", 0, {"bleu": 10.0})
+    runs = load_runs([f, g])
+    notes = budget_notes(runs)
+    assert notes == ["mtop: 22 of 160 references (13.8 %) are longer than the decoding budget (max_new_tokens): no "
+                     "method can produce them."]
+    md = render_main_md(main_table(runs, MAIN_LEN), ["pt"], notes=notes)
+    assert md.rstrip().endswith("no method can produce them.")
+    write_csv(runs, tmp_path / "all_runs.csv")
+    assert budget_notes(read_runs_csv(tmp_path / "all_runs.csv")) == notes  # survives the CSV round trip

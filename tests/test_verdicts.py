@@ -326,3 +326,21 @@ def test_power_table_scales_the_measured_variance_parts(tmp_path):
         power_table(pd.DataFrame([row]), "slope", [1], [1])
     pd.DataFrame([row]).to_csv(tmp_path / "c.csv", index=False)
     main([str(tmp_path / "c.csv"), "--rows", "100", "400", "--seeds", "5"])
+
+
+def test_a_proportion_contrast_where_every_row_agrees_still_has_a_width():
+    """0 of 12 for both methods: the SE is floored (half a discordant example each side), not 0."""
+    from iclpt.reporting.inference import comparison_from, proportion_floor
+
+    zeros = np.zeros((2, 12))
+    counts = resample_counts(12, BOOT.n_resamples, 0)
+    a, b = (two_level_draws(mean_statistics(zeros), counts, 0, i) for i in (0, 1))
+    raw = comparison_from(a, b, ALPHA)
+    assert raw.se == 0 and raw.low == raw.high == 0
+    c = proportion_floor(raw, 12, 2, ALPHA)
+    assert c.se == pytest.approx(100 / math.sqrt(12 * 14)) and c.low < 0 < c.high and c.p_value == 1
+    assert _parts_row(c, 12, ALPHA)["mde"] == pytest.approx(2.8016 * c.se, rel=0.01)
+    wide = _method(np.random.default_rng(0), 50, 3, np.zeros(40), 10, 30)
+    big = comparison_from(*(two_level_draws(mean_statistics(x), resample_counts(40, 300, 0), 0, i)
+                            for i, x in enumerate((wide, wide[::-1] + 5))), ALPHA)
+    assert proportion_floor(big, 40, 2, ALPHA) is big  # the floor only acts at the boundary

@@ -80,6 +80,26 @@ def _primary(doc: dict[str, Any]) -> str | None:
     return names[0] if names else None
 
 
+def _budget(doc: dict[str, Any]) -> dict[str, float]:
+    """n_refs and n_unreachable_refs of a metrics.json's decoding budget (NaN where it has none)."""
+    b = doc.get("decoding_budget") or {}
+    return {k: float(b[k]) if b.get(k) is not None else math.nan for k in ("n_refs", "n_unreachable_refs")}
+
+
+def budget_notes(runs: pd.DataFrame) -> list[str]:
+    """One line per task whose decoding budget cannot reach some test references (no method can match them)."""
+    if runs.empty or "n_unreachable_refs" not in runs.columns:
+        return []
+    out = []
+    for task, g in runs.dropna(subset=["n_unreachable_refs"]).groupby("task", sort=True):
+        worst = g.loc[g["n_unreachable_refs"].idxmax()]
+        if worst["n_unreachable_refs"] > 0:
+            out.append(f"{task}: {int(worst['n_unreachable_refs'])} of {int(worst['n_refs'])} references "
+                       f"({100 * worst['n_unreachable_refs'] / worst['n_refs']:.1f} %) are longer than the decoding "
+                       "budget (max_new_tokens): no method can produce them.")
+    return out
+
+
 def load_runs(metric_files: Iterable[PathLike]) -> pd.DataFrame:
     """Long table of every run: RUN_KEYS + metric, value, n_evaluated, n_skipped, primary."""
     rows = []
@@ -96,9 +116,10 @@ def load_runs(metric_files: Iterable[PathLike]) -> pd.DataFrame:
                     "n_evaluated": (doc.get("n_evaluated") or {}).get(name),
                     "n_skipped": (doc.get("n_skipped") or {}).get(name),
                     "primary": name == primary,
+                    **_budget(doc),
                 }
             )
-    cols = RUN_KEYS + ["metric", "value", "n_evaluated", "n_skipped", "primary"]
+    cols = RUN_KEYS + ["metric", "value", "n_evaluated", "n_skipped", "primary", "n_refs", "n_unreachable_refs"]
     df = pd.DataFrame(rows, columns=cols)
     if df.empty:
         return df

@@ -36,9 +36,24 @@ import pandas as pd
 from iclpt.io import DataError, PathLike, read_json
 from iclpt.orchestration.methods import ROLE_UNTRAINED_PROMPT_AND_DEMOS, label, method_with_role, split_name
 from iclpt.reporting.aggregate import BASELINES, ICL, IPT, PT, reference_label, select_main, versus
-from iclpt.reporting.inference import SeedComparison, contrast_from, mde, mean_statistics, two_level_draws
+from iclpt.reporting.inference import (
+    SeedComparison,
+    contrast_from,
+    mde,
+    mean_statistics,
+    proportion_floor,
+    two_level_draws,
+)
 from iclpt.reporting.stats import Bootstrap
-from iclpt.reporting.uncertainty import Resamples, RunKey, RunScores, _setting, aligned, group_draws
+from iclpt.reporting.uncertainty import (
+    Resamples,
+    RunKey,
+    RunScores,
+    _setting,
+    aligned,
+    group_draws,
+    is_proportion,
+)
 
 CONTROL = method_with_role(ROLE_UNTRAINED_PROMPT_AND_DEMOS)
 ZEROSHOT = BASELINES[0]
@@ -75,6 +90,8 @@ def contrast_row(kind: str, cell: tuple[str, str, str], names: tuple[str, str], 
         return None
     parts = group_draws(al, boot, draws)
     c = contrast_from(parts, signs, boot.alpha)
+    if is_proportion(metric):
+        c = proportion_floor(c, al.n, len(parts), boot.alpha)
     est = [p.estimate for p in parts]
     mean_a, mean_b = (est[0], est[1]) if len(est) == 2 else (est[0] - est[1], est[2] - est[3])
     return {"comparison": kind, "task": task, "model": model, "metric": metric, "method": "", "source": "",

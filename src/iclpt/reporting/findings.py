@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iclpt.orchestration.methods import label
+from iclpt.orchestration.methods import METHODS, label
 from iclpt.reporting.aggregate import ICL, IPT, PT, TRANSFER, versus
 from iclpt.reporting.comparisons import (
     ALL,
@@ -46,6 +46,7 @@ from iclpt.reporting.verdicts import (
     describe,
     directional,
     not_above,
+    p_text,
     pool,
     resolution,
 )
@@ -85,7 +86,7 @@ def _rows(comparisons: pd.DataFrame | None, kind: str, primary: dict[str, str], 
 def _row_line(r: Any, what: str = "") -> str:
     where = f"{r.task} / {r.model}" + (f" ({what})" if what else "")
     return (f"  - {where}: {r.a} {_fmt(r.mean_a)} vs {r.b} {_fmt(r.mean_b)}, difference {r.diff:+.2f} "
-            f"[{_fmt(r.diff_ci_low)}, {_fmt(r.diff_ci_high)}], p = {r.p_value:.3g}, MDE {_fmt(r.mde)} "
+            f"[{_fmt(r.diff_ci_low)}, {_fmt(r.diff_ci_high)}], p {p_text(r.p_value)}, MDE {_fmt(r.mde)} "
             f"({int(r.n_examples)} rows, {int(r.n_seeds_a)} / {int(r.n_seeds_b)} seeds)")
 
 
@@ -217,14 +218,19 @@ def _reported1(comparisons: pd.DataFrame | None, primary: dict[str, str]) -> lis
 
 
 # ---- finding 2 ----------------------------------------------------------------------------------------------
+def _main_demos(runs: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The method's runs with its main demo source (every length)."""
+    return runs[(runs["method"] == method) & (runs["demos"] == METHODS[method].main_demos)]
+
+
 def _spread_cells(runs: pd.DataFrame, primary: dict[str, str], floor: set[tuple[str, str]], main_len: int
                   ) -> tuple[list[tuple[str, str]], list[tuple[list[float], list[float]]], list[str]]:
     """The main-length seed scores (IPT, PT) of every cell that can enter the seed test, and why others cannot."""
     keys, cells, notes = [], [], []
     r = runs[runs["task"].map(primary) == runs["metric"]].dropna(subset=["value"])
     for (task, model), sub in r.groupby(["task", "model"], sort=True):
-        ipt = sub[(sub["method"] == IPT) & (sub["length"] == main_len) & (sub["demos"] == "retrieved")]["value"]
-        pt = sub[(sub["method"] == PT) & (sub["length"] == main_len) & (sub["demos"] == "none")]["value"]
+        ipt, pt = (_main_demos(sub, m)["value"] for m in (IPT, PT))
+        ipt, pt = ipt[sub.loc[ipt.index, "length"] == main_len], pt[sub.loc[pt.index, "length"] == main_len]
         if len(ipt) < 2 or len(pt) < 2:
             continue
         why = ("PT not above zero-shot" if (task, model) in floor else
@@ -242,8 +248,7 @@ def _length_cells(runs: pd.DataFrame, primary: dict[str, str], floor: set[tuple[
     keys, cells, notes = [], [], []
     r = runs[runs["task"].map(primary) == runs["metric"]].dropna(subset=["value"])
     for (task, model), sub in r.groupby(["task", "model"], sort=True):
-        ipt = sub[(sub["method"] == IPT) & (sub["demos"] == "retrieved")].groupby("length")["value"].mean()
-        pt = sub[(sub["method"] == PT) & (sub["demos"] == "none")].groupby("length")["value"].mean()
+        ipt, pt = (_main_demos(sub, m).groupby("length")["value"].mean() for m in (IPT, PT))
         lengths = sorted(set(ipt.index) & set(pt.index))
         if len(lengths) < 3:
             notes.append(f"{task} / {model} ({len(lengths)} prompt lengths; the test needs at least 3)")
@@ -261,7 +266,7 @@ def _spread_line(name: str, r: SpreadRatio | None, p_adj: float, status: str, ke
         return f"- {name}: no cell can enter the test → {INCONCLUSIVE}"
     cells = ", ".join(f"{t} / {m} {x:.2f}" for (t, m), x in zip(keys, r.cell_ratios))
     text = (f"- {name}: IPT / PT ratio {r.ratio:.2f} [{r.low:.2f}, {r.high:.2f}] ({r.n_cells} cells: {cells}; "
-            f"p = {r.p_value:.3g}, Holm-adjusted {p_adj:.3g}) → **{status}**")
+            f"p {p_text(r.p_value)}, Holm-adjusted {p_text(p_adj)}) → **{status}**")
     if status == INCONCLUSIVE:
         need = (f"about {r.cells_needed} cells of this size would detect the observed ratio" if r.cells_needed
                 else "the observed ratio is not below 1")

@@ -47,6 +47,7 @@ examples, 0.94 and 0.96 (tests/test_inference.py).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -238,6 +239,23 @@ def contrast_from(parts: Sequence[SeedDraws], signs: Sequence[float], alpha: flo
     p = two_sided_p(diff, c.se, c.df)
     low, high = diff - half, diff + half
     return SeedComparison(diff, low, high, c.se, p, within_noise(p, low, high, alpha), c)
+
+
+def proportion_floor(c: SeedComparison, n: int, parts: int, alpha: float) -> SeedComparison:
+    """A contrast of 0/100 metrics with its SE at least ``100 · sqrt((parts / 2) / (n (n + 2)))``: what half a
+    discordant example on each side of each paired difference gives (Agresti and Min's pseudo-counts). Where every
+    example agrees (both methods at 0 on 12 rows), the estimated SE is 0 and the interval [0, 0] would claim that no
+    difference at all is possible; the floor gives 12 rows an MDE of about 22 points instead. Unchanged when its
+    own SE is larger (the floor only acts at the boundary); the added variance counts as example variance."""
+    floor = 100.0 * math.sqrt((parts / 2) / (n * (n + 2))) if n > 0 else 0.0
+    if c.se >= floor or n < 2:
+        return c
+    k = c.components
+    comps = dataclasses.replace(k, example=k.example + (floor**2 - c.se**2) * n, df=float(n - 1))
+    half = t_quantile(1 - alpha / 2, comps.df) * floor
+    p = two_sided_p(c.diff, floor, comps.df)
+    low, high = c.diff - half, c.diff + half
+    return SeedComparison(c.diff, low, high, floor, p, within_noise(p, low, high, alpha), comps)
 
 
 def two_sided_p(diff: float, se: float, df: float) -> float:

@@ -63,9 +63,10 @@ def _level(alpha: float) -> str:
 
 
 def render_main_md(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS, digits: int = 1,
-                   alpha: float = 0.05) -> str:
+                   alpha: float = 0.05, notes: Sequence[str] = ()) -> str:
     """Tasks as columns, model x method as rows, 'mean ± std' over seeds (one seed: mean only), followed by
-    ' [low, high]', the (1 − alpha) bootstrap interval over test examples, when the table has ci_low / ci_high."""
+    ' [low, high]', the (1 − alpha) interval, when the table has ci_low / ci_high; ``notes`` close the table (e.g.
+    references the decoding budget cannot reach)."""
     if main.empty:
         return "# E1 main results\n\nNo runs of the main configuration were found.\n"
     cols, rows, cells = _layout(main, methods)
@@ -83,6 +84,7 @@ def render_main_md(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS,
         lines.append("| " + " | ".join([mo, label(me)] + vals) + " |")
     ns = sorted(set(int(n) for n in main["n_seeds"]))
     lines += ["", f"Seeds per cell: {', '.join(map(str, ns))}.", ""]
+    lines += [f"{n}" for n in notes] + ([""] if notes else [])
     return "\n".join(lines)
 
 

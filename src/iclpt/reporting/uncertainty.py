@@ -46,6 +46,7 @@ from iclpt.reporting.inference import (
     comparison_from,
     interval_from,
     mean_statistics,
+    proportion_floor,
     seed_interval,
     two_level_draws,
 )
@@ -179,7 +180,8 @@ def compare(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], metric: st
     if al is None or al.n == 0:
         return None
     a, b = group_draws(al, boot, draws)
-    return comparison_from(a, b, boot.alpha), al.n
+    c = comparison_from(a, b, boot.alpha)
+    return (proportion_floor(c, al.n, 2, boot.alpha) if is_proportion(metric) else c), al.n
 
 
 def _nan_pair(iv: Interval | SeedInterval | None) -> tuple[float, float]:

@@ -136,7 +136,18 @@ def combine(statuses: Sequence[str]) -> str:
     return SUPPORTED if all(x == SUPPORTED for x in s) else INCONCLUSIVE
 
 
+def fmt_p(p: float) -> str:
+    """'0.0123', or '< 0.0001' below it (a t tail that small is not worth more digits)."""
+    return "n/a" if p is None or math.isnan(p) else ("< 0.0001" if p < 1e-4 else f"{p:.3g}")
+
+
 def describe(p: Pooled, p_adj: float, unit: str = "") -> str:
     """'+1.23 [−0.4, 2.9] (K cells, p = 0.12, Holm 0.24, MDE 3.1)'."""
     return (f"{p.estimate:+.2f}{unit} [{p.low:.2f}, {p.high:.2f}] ({p.n_cells} cell{'s' * (p.n_cells != 1)}, "
-            f"p = {p.p_value:.3g}, Holm-adjusted {p_adj:.3g}, MDE {p.mde:.2f})")
+            f"p {p_text(p.p_value)}, Holm-adjusted {p_text(p_adj)}, MDE {p.mde:.2f})")
+
+
+def p_text(p: float) -> str:
+    """'= 0.0123' or '< 0.0001': a p-value as it follows 'p '."""
+    text = fmt_p(p)
+    return text if text.startswith("<") else f"= {text}"
