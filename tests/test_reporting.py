@@ -589,6 +589,7 @@ def test_tables_carry_bootstrap_intervals_that_bracket_the_cells(tmp_path):
     assert list(main.columns) == ["task", "model", "method", "metric", "n_seeds", "mean", "ci_low", "ci_high", "std",
                                   "min", "max"]
     _brackets(main, "mean", "ci_low", "ci_high")
+    assert (main["ci_low"] >= 0).all() and (main["ci_high"] <= 100).all()  # kept in the scores' range
     assert main.drop(columns=["ci_low", "ci_high"]).equals(main_table(runs, MAIN_LEN))  # the rest unchanged
     for r in main.itertuples():  # the interval's own estimate is the cell (seed mean over the same examples)
         keys = [k for k in scores if k[:3] == (r.task, r.model, r.method) and k[4] == ("none" if r.method in (

@@ -18,6 +18,7 @@ differences a table shows, the paired test's p-value. The comparisons behind fin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -166,11 +167,13 @@ def is_proportion(metric: str) -> bool:
 
 def cell_interval(runs: Sequence[RunScores], metric: str, boot: Bootstrap,
                   draws: Resamples | None = None) -> SeedInterval | None:
-    """Interval of the seed mean of a cell's runs, seeds and examples random (None: no per-example scores)."""
+    """Interval of the seed mean of a cell's runs, seeds and examples random (None: no per-example scores), kept in
+    the scores' range [0, 100] (a studentized interval of a BLEU near 0 would otherwise reach below it)."""
     al = aligned([runs], metric)
     if al is None or al.n == 0:
         return None
-    return interval_from(group_draws(al, boot, draws)[0], boot.alpha, is_proportion(metric))
+    iv = interval_from(group_draws(al, boot, draws)[0], boot.alpha, is_proportion(metric))
+    return dataclasses.replace(iv, low=max(iv.low, 0.0), high=min(iv.high, 100.0))
 
 
 def compare(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], metric: str, boot: Bootstrap,
