@@ -49,10 +49,10 @@ from iclpt.reporting.uncertainty import (
     Resamples,
     RunKey,
     RunScores,
-    _setting,
     aligned,
     group_draws,
     is_proportion,
+    setting_runs,
 )
 
 CONTROL = method_with_role(ROLE_UNTRAINED_PROMPT_AND_DEMOS)
@@ -153,7 +153,7 @@ class _Cell:
         self.draws = Resamples(boot)
 
     def runs(self, method: str, demos: str | None = None) -> list[RunScores]:
-        return _setting(self.scores, self.task, self.model, method, self.main_len, demos)
+        return setting_runs(self.scores, self.task, self.model, method, self.main_len, demos)
 
     def row(self, kind: str, metric: str, names: tuple[str, str], groups: Sequence[Sequence[RunScores]],
             signs: Sequence[float] = (1.0, -1.0), **extra: Any) -> dict[str, Any] | None:

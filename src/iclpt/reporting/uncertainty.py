@@ -89,7 +89,7 @@ def _runs(scores: dict[RunKey, RunScores], task: str, model: str, method: str, l
     return [scores[k] for k in sorted(scores, key=lambda k: k[5]) if k[:5] == (task, model, method, length, demos)]
 
 
-def _setting(scores: dict[RunKey, RunScores], task: str, model: str, method: str, main_len: int,
+def setting_runs(scores: dict[RunKey, RunScores], task: str, model: str, method: str, main_len: int,
              demos: str | None = None) -> list[RunScores]:
     """The runs of a method in its main setting (or with the given demo source at its main length)."""
     length, main_demos = main_setting(method, main_len)
@@ -204,7 +204,7 @@ def with_main_ci(main: pd.DataFrame, scores: dict[RunKey, RunScores], main_len: 
                  boot: Bootstrap) -> pd.DataFrame:
     """The E1 table with ci_low / ci_high (bootstrap over test examples of the seed mean) after mean."""
     draws = Resamples(boot)
-    ivs = [cell_interval(_setting(scores, r.task, r.model, r.method, main_len), r.metric, boot, draws)
+    ivs = [cell_interval(setting_runs(scores, r.task, r.model, r.method, main_len), r.metric, boot, draws)
            for r in main.itertuples()]
     lows, highs = zip(*map(_nan_pair, ivs)) if ivs else ((), ())
     return _insert_after(main, "mean", {"ci_low": list(lows), "ci_high": list(highs)})
@@ -224,7 +224,7 @@ def with_similarity_ci(sim: pd.DataFrame, scores: dict[RunKey, RunScores], main_
             for v in cols.values():
                 v.append(math.nan)
             continue
-        groups = {d: _setting(scores, r.task, r.model, r.method, main_len, d) for d in ("retrieved", "random")}
+        groups = {d: setting_runs(scores, r.task, r.model, r.method, main_len, d) for d in ("retrieved", "random")}
         for d, g in groups.items():
             lo, hi = _nan_pair(cell_interval(g, r.metric, boot, draws))
             cols[f"{d}_ci_low"].append(lo)
@@ -280,12 +280,12 @@ def with_transfer_ci(transfer: pd.DataFrame, scores: dict[RunKey, RunScores], ma
     lows, highs, p_icl, p_pt = [], [], [], []
     for r in transfer.itertuples():
         method = _family_method(r.kind, r.source) if r.kind != REFERENCE else _reference_method(r.source)
-        runs = _setting(scores, r.target, r.model, method, main_len) if method else []
+        runs = setting_runs(scores, r.target, r.model, method, main_len) if method else []
         lo, hi = _nan_pair(cell_interval(runs, r.metric, boot, draws))
         lows.append(lo)
         highs.append(hi)
         for ref, out in ((ICL, p_icl), (PT, p_pt)):
-            c = compare(runs, _setting(scores, r.target, r.model, ref, main_len), r.metric, boot, draws) \
+            c = compare(runs, setting_runs(scores, r.target, r.model, ref, main_len), r.metric, boot, draws) \
                 if r.kind != REFERENCE else None
             out.append(c[0].p_value if c else math.nan)
     res = _insert_after(transfer, "mean", {"ci_low": lows, "ci_high": highs})
