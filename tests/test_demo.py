@@ -31,13 +31,15 @@ def demo_run(tmp_path_factory):
 
 def test_every_predictions_file_holds_real_text(demo_run):
     files = sorted((demo_run / "results" / "demo" / "predictions").rglob("predictions.jsonl"))
-    assert len(files) == 32, files  # 2 tasks x 16 runs
+    # 2 tasks x 14 runs: zero-shot, ICL retrieved, and per seed (2) ICL random, PT, IPT, IPT random, transfer and
+    # its untrained-prompt control
+    assert len(files) == 28, files
     for path in files:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         texts = [r["prediction"] for r in rows]
-        assert len(rows) == 12 and any(t.strip() for t in texts), (path, texts)
+        assert len(rows) == 10 and any(t.strip() for t in texts), (path, texts)
         if "/zeroshot/" not in str(path):  # SmolLM2-Instruct often ends its turn at once on a bare prompt
-            assert sum(bool(t.strip()) for t in texts) >= 9, (path, texts)
+            assert sum(bool(t.strip()) for t in texts) >= 7, (path, texts)
         if "/pt/" not in str(path):  # 8 PT steps on MTOP give one-token strings such as '1000000000000'
             assert sum(len(t.split()) for t in texts) >= 12, (path, texts)
 
@@ -92,7 +94,7 @@ def test_demo_produces_every_table_figure_and_report(demo_run):
     findings = (res / "findings.md").read_text()
     verdicts = re.findall(r"## Finding \d: \*\*(\w+)\*\*", findings)
     assert len(verdicts) == 3 and set(verdicts) <= {"supported", "contradicted", "inconclusive"}
-    # 12 test rows cannot decide: every verdict the demo prints is inconclusive, with its MDE, the regime gate,
+    # 10 test rows cannot decide: every verdict the demo prints is inconclusive, with its MDE, the regime gate,
     # the duplicate share and the transfer control
     assert verdicts == ["inconclusive"] * 3, verdicts
     for text in ("MDE", "Regime gate", "Duplicates: test rows whose top retrieved demo has an identical input",
