@@ -791,7 +791,7 @@ def test_score_and_report_rules_end_to_end(tmp_path):
     assert set(training["method"]) == {"pt", "ipt"} and training["levelled"].all()  # 2 % of the gain in the last third
     findings = (res / "findings.md").read_text()
     assert "## Finding 3: **not run**" in findings and "studentized two-level bootstrap" in findings
-    assert "identical input: dart 16.7 % (1 of 6" in findings
+    assert "identical input: dart / tiny 16.7 % (1 of 6; identical target too: 0.0 %)" in findings
     assert "random-demo control not run" in pd.read_csv(res / "tables" / "similarity.csv")["note"].iloc[0]
     scores = (res / "predictions" / "mtop" / "tiny" / "pt" / "L2" / "none" / "s0" / "scores.jsonl").read_text()
     assert scores.count("\n") == 6 and '"exact_match"' in scores

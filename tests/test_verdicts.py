@@ -171,7 +171,8 @@ def _training(levelled=True, tasks=("dart", "mtop")):
 def _f1_rows(gate=8.0, inter=6.0, rand=-3.0, slope=12.0, se=1.0):
     rows = []
     for task, _ in CELLS:
-        rows += [_cmp(GATE, task, gate, 1.0, seeds=(5, 1)), _cmp("ipt_vs_pt", task, 2.0, se),
+        rows += [_cmp(GATE, task, gate, 1.0, seeds=(5, 1)),
+                 {**_cmp("ipt_vs_pt", task, 2.0, se), "n_dup_input": 30, "n_dup_pair": 12},
                  _cmp(INTERACTION, task, inter, se), _cmp(RANDOM_VS_PT, task, rand, se),
                  _cmp(SLOPE, task, slope, se * 3), _cmp(INTERACTION, task, inter / 2, se, subset=NO_DUPLICATES),
                  _cmp(SLOPE, task, slope / 2, se * 3, subset=NO_DUPLICATES)]
@@ -185,7 +186,8 @@ def test_finding1_supported_contradicted_inconclusive_and_gated():
                                                         SLOPE: SUPPORTED}
     assert sorted(yes.gated) == sorted(CELLS)
     text = "\n".join(yes.lines)
-    assert "Without those rows" in text and "Duplicates:" in text
+    assert "Without those rows" in text
+    assert "identical input: dart / m 25.0 % (30 of 120; identical target too: 10.0 %)" in text
     no = finding1(_f1_rows(inter=-6.0), PRIMARY, _training(), 16, s)
     assert no.status == CONTRADICTED and no.criteria[INTERACTION] == CONTRADICTED
     vague = finding1(_f1_rows(inter=0.5, se=3.0), PRIMARY, _training(), 16, s)

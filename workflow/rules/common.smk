@@ -509,19 +509,12 @@ def report_targets():
 
 
 def _findings_inputs():
-    d = {
+    """What findings.md reads: the runs (finding 2's seed scores), every contrast and the training curves."""
+    return {
         "runs": LAYOUT.table("all_runs.csv"),
         "comparisons": LAYOUT.table("comparisons.csv"),
         "training": LAYOUT.table("training.csv"),
-        "duplicates": demo_summaries(),
     }
-    if _exp("similarity"):
-        d["similarity"] = LAYOUT.table("similarity.csv")
-    if _exp("stability"):
-        d["stability"] = LAYOUT.table("stability.csv")
-    if transfer_run():
-        d["transfer"] = LAYOUT.table("transfer.csv")
-    return d
 
 
 # ---- report stage: bootstrap intervals over test examples and paired tests (iclpt.reporting.stats) ---------------

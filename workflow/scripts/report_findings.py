@@ -1,11 +1,9 @@
-"""Thin adapter: findings.md (three verdicts) from the runs, the comparisons, the training table and the
-duplicate rows of the demo retriever."""
+"""Thin adapter: findings.md (three verdicts) from the runs, the comparisons and the training table."""
 
 import pandas as pd
 
 from iclpt.io import logged, write_text_atomic
 from iclpt.reporting import finding1, finding2, finding3, primary_metrics, read_runs_csv, render_findings
-from iclpt.reporting.comparisons import read_duplicates
 from iclpt.reporting.findings import Settings
 
 sm = snakemake  # noqa: F821
@@ -23,8 +21,7 @@ with logged(sm.log[0] if sm.log else None, "report_findings") as log:
     primary, main_len = primary_metrics(runs), int(sm.params.main_len)
     comparisons, training = _csv("comparisons"), _csv("training")
     found = {
-        1: finding1(comparisons, primary, training, main_len, s, similarity_run=bool(exp["similarity_control"]),
-                    duplicates=read_duplicates(list(sm.input.duplicates))),
+        1: finding1(comparisons, primary, training, main_len, s, similarity_run=bool(exp["similarity_control"])),
         2: finding2(runs, comparisons, primary, main_len, s, stability_run=bool(exp["stability"])),
         3: finding3(comparisons, primary, training, main_len, s, transfer_run=bool(exp["transfer"])),
     }

@@ -5,7 +5,9 @@ studentized interval, the SE and its Satterthwaite degrees of freedom, the two-s
 effect at the run's size (80 % power at the run's alpha) and the three variance parts it is made of (seeds,
 seed x example interaction, examples), from which findings.md says how many rows or seeds would resolve a test.
 A kind's ``a`` and ``b`` name what is compared; ``subset`` is ``all`` or ``no_duplicates`` (the rows whose top
-retrieved demo has an input identical to theirs left out; finding 1's kinds only).
+retrieved demo has an input identical to theirs left out; finding 1's kinds only); the ``ipt_vs_pt`` row of
+``all`` counts those rows among the ones it compares (``n_dup_input``) and, of them, the ones whose demo has
+their target too (``n_dup_pair``).
 
 Kinds (F = the finding that reads it):
 
@@ -65,7 +67,8 @@ DEDUP_KINDS = (versus(IPT, PT), INTERACTION, RANDOM_VS_PT, SLOPE)
 
 COMPARISON_COLS = ["comparison", "task", "model", "metric", "method", "source", "subset", "a", "b", "n_examples",
                    "n_seeds_a", "n_seeds_b", "mean_a", "mean_b", "diff", "diff_ci_low", "diff_ci_high", "se", "df",
-                   "p_value", "within_noise", "mde", "v_seed", "v_interaction", "v_example", "test"]
+                   "p_value", "within_noise", "mde", "v_seed", "v_interaction", "v_example", "n_dup_input",
+                   "n_dup_pair", "test"]
 TEST = "seeds and test examples random: studentized two-level bootstrap, two-sided t"
 
 
@@ -145,6 +148,31 @@ def _metrics(runs: Iterable[RunScores]) -> list[str]:
     return sorted({m for r in runs for m in r.values})
 
 
+@dataclass(frozen=True)
+class Duplicates:
+    """A task's test rows whose top retrieved demo has their input (``input_ids``), and of those the ones whose
+    demo also has their target (``pair_ids``), out of ``n`` test rows (the retrieval summary of the test split)."""
+
+    input_ids: frozenset[str]
+    pair_ids: frozenset[str]
+    n: int
+
+
+def read_duplicates(summary_files: Iterable[PathLike]) -> dict[str, Duplicates]:
+    """{task: Duplicates} from retrieval summary.json files (their ``test`` split)."""
+    out = {}
+    for f in summary_files:
+        doc = read_json(f)
+        test = (doc.get("splits") or {}).get("test")
+        if not isinstance(test, dict) or "first_demo_identical_input_ids" not in test:
+            raise DataError(f"{f}: no test-split duplicate ids (first_demo_identical_input_ids); rerun "
+                            "retrieval_summary")
+        out[str(doc["task"])] = Duplicates(frozenset(map(str, test["first_demo_identical_input_ids"])),
+                                           frozenset(map(str, test.get("first_demo_identical_pair_ids", []))),
+                                           int(test["n_queries"]))
+    return out
+
+
 class _Cell:
     """The runs of one task x model, and the bootstrap state its rows share."""
 
@@ -161,13 +189,19 @@ class _Cell:
                             **extra)
 
 
-def _finding1_rows(c: _Cell, metric: str, sim: pd.Series | None, dup: set[str]) -> list[dict[str, Any] | None]:
+def _finding1_rows(c: _Cell, metric: str, sim: pd.Series | None, dup: Duplicates | None
+                   ) -> list[dict[str, Any] | None]:
     ipt, pt = c.runs(IPT), c.runs(PT)
     ipt_rnd, icl, icl_rnd = c.runs(IPT, "random"), c.runs(ICL), c.runs(ICL, "random")
     rows = []
-    for subset, excl in ((ALL, set()), (NO_DUPLICATES, dup)) if dup else ((ALL, set()),):
+    excluded = set(dup.input_ids) if dup else set()
+    for subset, excl in ((ALL, set()), (NO_DUPLICATES, excluded)) if excluded else ((ALL, set()),):
         kw = {"exclude": excl, "subset": subset}
-        rows.append(c.row(versus(IPT, PT), metric, (label(IPT), label(PT)), [ipt, pt], **kw))
+        row = c.row(versus(IPT, PT), metric, (label(IPT), label(PT)), [ipt, pt], **kw)
+        if row is not None and subset == ALL and dup is not None:  # the duplicate counts among its rows
+            ids = set(ipt[0].ids)
+            row.update(n_dup_input=len(ids & dup.input_ids), n_dup_pair=len(ids & dup.pair_ids))
+        rows.append(row)
         if ipt_rnd and icl and icl_rnd:
             rows.append(c.row(INTERACTION, metric, (f"{label(IPT)} retrieved − random", f"{label(ICL)} retrieved − "
                                                     "random"), [ipt, ipt_rnd, icl, icl_rnd], (1.0, -1.0, -1.0, 1.0),
@@ -180,7 +214,7 @@ def _finding1_rows(c: _Cell, metric: str, sim: pd.Series | None, dup: set[str]) 
     return rows
 
 
-def _cell_rows(c: _Cell, sim: pd.Series | None, dup: set[str]) -> list[dict[str, Any] | None]:
+def _cell_rows(c: _Cell, sim: pd.Series | None, dup: Duplicates | None) -> list[dict[str, Any] | None]:
     rows: list[dict[str, Any] | None] = []
     pt = c.runs(PT)
     for metric in _metrics(pt):
@@ -218,33 +252,7 @@ def comparisons_table(scores: dict[RunKey, RunScores], per_example: pd.DataFrame
     rows: list[dict[str, Any] | None] = []
     for task, model in sorted({(k[0], k[1]) for k in scores}):
         cell = _Cell(scores, task, model, main_len, boot)
-        dup = (duplicates or {}).get(task)
-        rows += _cell_rows(cell, sims.get((task, model)), set(dup.input_ids) if dup else set())
+        rows += _cell_rows(cell, sims.get((task, model)), (duplicates or {}).get(task))
     df = pd.DataFrame([r for r in rows if r is not None], columns=COMPARISON_COLS)
     return df.sort_values(["comparison", "task", "model", "metric", "method", "source", "subset"],
                           kind="stable").reset_index(drop=True)
-
-
-@dataclass(frozen=True)
-class Duplicates:
-    """A task's test rows whose top retrieved demo has their input (``input_ids``), and of those the ones whose
-    demo also has their target (``pair_ids``), out of ``n`` test rows (the retrieval summary of the test split)."""
-
-    input_ids: frozenset[str]
-    pair_ids: frozenset[str]
-    n: int
-
-
-def read_duplicates(summary_files: Iterable[PathLike]) -> dict[str, Duplicates]:
-    """{task: Duplicates} from retrieval summary.json files (their ``test`` split)."""
-    out = {}
-    for f in summary_files:
-        doc = read_json(f)
-        test = (doc.get("splits") or {}).get("test")
-        if not isinstance(test, dict) or "first_demo_identical_input_ids" not in test:
-            raise DataError(f"{f}: no test-split duplicate ids (first_demo_identical_input_ids); rerun "
-                            "retrieval_summary")
-        out[str(doc["task"])] = Duplicates(frozenset(map(str, test["first_demo_identical_input_ids"])),
-                                           frozenset(map(str, test.get("first_demo_identical_pair_ids", []))),
-                                           int(test["n_queries"]))
-    return out

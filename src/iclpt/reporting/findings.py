@@ -32,7 +32,6 @@ from iclpt.reporting.comparisons import (
     NO_DUPLICATES,
     RANDOM_VS_PT,
     SLOPE,
-    Duplicates,
 )
 from iclpt.reporting.spread import SpreadRatio, length_spread, seed_spread
 from iclpt.reporting.verdicts import (
@@ -126,11 +125,6 @@ def regime_gate(comparisons: pd.DataFrame | None, training: pd.DataFrame | None,
     return passed, lines
 
 
-def _gate_cells(comparisons: pd.DataFrame | None, primary: dict[str, str]) -> list[tuple[str, str]]:
-    """Every cell (task, model) the gate looks at."""
-    return [(r.task, r.model) for r in _rows(comparisons, GATE, primary).itertuples()]
-
-
 def _gated(rows: pd.DataFrame, cells: list[tuple[str, str]], col: str = "task") -> pd.DataFrame:
     keep = set(cells)
     return rows.loc[np.array([(t, m) in keep for t, m in zip(rows[col], rows["model"])], dtype=bool)]
@@ -168,27 +162,24 @@ def _finding1_criteria(comparisons: pd.DataFrame | None, primary: dict[str, str]
     return status, lines
 
 
-def _duplicate_lines(duplicates: dict[str, Duplicates] | None, cells: list[tuple[str, str]]) -> list[str]:
-    if not duplicates:
-        return ["- Duplicates: no retrieval summaries were given; the share of test rows whose top demo repeats "
-                "their input is unknown."]
-    parts = []
-    for task in sorted({t for t, _ in cells} or duplicates):
-        d = duplicates.get(task)
-        if d is not None and d.n:
-            parts.append(f"{task} {100 * len(d.input_ids) / d.n:.1f} % ({len(d.input_ids)} of {d.n}; identical "
-                         f"target too: {100 * len(d.pair_ids) / d.n:.1f} %)")
-    return [f"- Duplicates: test rows whose top retrieved demo has an identical input: {'; '.join(parts) or 'none'}."]
+def _duplicate_lines(comparisons: pd.DataFrame | None, primary: dict[str, str]) -> list[str]:
+    """Per cell, the share of its compared test rows whose top retrieved demo has their input (and target)."""
+    rows = _rows(comparisons, versus(IPT, PT), primary)
+    if rows.empty or "n_dup_input" not in rows.columns or rows["n_dup_input"].isna().all():
+        return ["- Duplicates: unknown (no retrieval summary of the demo retriever reached the comparisons)."]
+    parts = [f"{r.task} / {r.model} {100 * r.n_dup_input / r.n_examples:.1f} % ({int(r.n_dup_input)} of "
+             f"{int(r.n_examples)}; identical target too: {100 * r.n_dup_pair / r.n_examples:.1f} %)"
+             for r in rows.dropna(subset=["n_dup_input"]).itertuples()]
+    return [f"- Duplicates: test rows whose top retrieved demo has an identical input: {'; '.join(parts)}."]
 
 
 def finding1(comparisons: pd.DataFrame | None, primary: dict[str, str], training: pd.DataFrame | None,
-             main_len: int, s: Settings = Settings(), similarity_run: bool = True,
-             duplicates: dict[str, Duplicates] | None = None) -> Finding:
+             main_len: int, s: Settings = Settings(), similarity_run: bool = True) -> Finding:
     """IPT helps when (only when) its demo is similar: interaction, "requires" and slope, on the gated cells."""
     cells, gate_lines = regime_gate(comparisons, training, primary, main_len, s.alpha)
     lines = [f"- Regime gate ({label(PT)} significantly above zero-shot, dev loss levelled off): "
              f"{len(cells)} of {len(gate_lines)} cells pass.", *gate_lines]
-    lines += _duplicate_lines(duplicates, _gate_cells(comparisons, primary))
+    lines += _duplicate_lines(comparisons, primary)
     if not similarity_run:
         return Finding(NOT_RUN, lines + ["- The random-demo control was not run (experiments.similarity false or no "
                                          "'random' demo source): the criteria need it."])
