@@ -149,6 +149,7 @@ def test_tar_symlink_refused(server, tmp_path):
 
 def test_rule_download_then_prepare(server, tmp_path, demo_data, repo_root):
     """`source: download`: the download rule runs (base URL from ICLPT_DOWNLOAD_BASE_URL), then prepare reads it."""
+    import json
     import os
     import shutil
     import subprocess
@@ -174,7 +175,12 @@ def test_rule_download_then_prepare(server, tmp_path, demo_data, repo_root):
                               env=os.environ | {"ICLPT_DOWNLOAD_BASE_URL": base})
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert (dl / "spider/manifest.json").is_file()
-        assert len((repo_root / target).read_text().splitlines()) == 20
+        # dev and test are one file here, so the dev split is held out of train in whole databases
+        dev = [json.loads(line) for line in (repo_root / target).read_text().splitlines()]
+        train = [json.loads(line) for line in (repo_root / target).with_name("train.jsonl").read_text().splitlines()]
+        assert len(dev) >= 8 and all(r["meta"]["held_out_from"] == "train" and r["split"] == "dev" for r in dev)
+        assert not {r["meta"]["db_id"] for r in dev} & {r["meta"]["db_id"] for r in train}
+        assert not {r["id"] for r in dev} & {r["id"] for r in train}
     finally:
         shutil.rmtree(repo_root / "results" / run, ignore_errors=True)
 
