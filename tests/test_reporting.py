@@ -132,10 +132,10 @@ def test_load_runs_and_main_table(tmp_path):
     assert main.loc[("dart", "icl", "bleu")]["n_seeds"] == 1
     assert main.loc[("spider", "icl", "execution_accuracy")]["n_seeds"] == 0
     md = render_main_md(main_table(back, MAIN_LEN))
-    assert "| model | method | dart | spider (exact_match) | spider (execution_accuracy) |" in md
+    assert "| model | method | dart (BLEU) | spider (EM) | spider (execution accuracy) |" in md
     assert "12.0 ± 2.0" in md and "| m | ICL | 5.0 |" in md
     tex = render_main_tex(main_table(back, MAIN_LEN))
-    assert "\\begin{tabular}{llccc}" in tex and "12.0 $\\pm$ 2.0" in tex and "exact match" in tex
+    assert "\\begin{tabular}{llccc}" in tex and "12.0 $\\pm$ 2.0" in tex and "EM & execution accuracy" in tex
 
 
 def test_similarity_table_with_and_without_random():
@@ -273,7 +273,7 @@ mtop,m,pt,4,bleu,2,25.0000,0.0000,25.0000,25.0000,True
 
 Mean ± sample std over seeds (a single number: one seed). Scores are 0–100.
 
-| model | method | dart | mtop |
+| model | method | dart (BLEU) | mtop (BLEU) |
 |---|---|---|---|
 | m | ICL | 8.0 | 40.0 |
 | m | PT | 11.5 ± 2.1 | 25.0 ± 0.0 |
@@ -285,7 +285,7 @@ Seeds per cell: 1, 2.
 \begin{tabular}{llcc}
 \toprule
 Model & Method & dart & mtop \\
- &  & bleu & bleu \\
+ &  & BLEU & BLEU \\
 \midrule
 m & ICL & 8.0 & 40.0 \\
  & PT & 11.5 $\pm$ 2.1 & 25.0 $\pm$ 0.0 \\

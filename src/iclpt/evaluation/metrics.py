@@ -348,12 +348,14 @@ class ScoreInput:
 class Metric:
     """One metric: `score` gives its per-example values and corpus value (a MetricResult); `aggregation` says how
     the corpus value comes from the examples, `interval` which bootstrap interval its cells get, `needs` what it
-    reads besides the predictions. `secondary`: never a primary metric (left out of the primary fallback)."""
+    reads besides the predictions. `secondary`: never a primary metric (left out of the primary fallback).
+    `label`: how tables' column headers name it (the name the literature uses)."""
 
     name: str
     score: Callable[[ScoreInput], MetricResult]
     aggregation: str
     interval: str
+    label: str
     needs: tuple[str, ...] = ()
     higher_is_better: bool = True
     secondary: bool = False
@@ -386,13 +388,20 @@ def _execution_accuracy(x: ScoreInput) -> MetricResult:
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("bleu", _bleu, CORPUS_STATISTICS, CORPUS_BOOTSTRAP),
-        Metric("exact_match", _exact_match, MEAN_OF_EVALUATED, PROPORTION),
-        Metric("exact_match_string", _exact_match_string, MEAN_OF_EVALUATED, PROPORTION, secondary=True),
-        Metric("exact_set_match", _exact_set_match, MEAN_OF_EVALUATED, PROPORTION, needs=(NEEDS_DATABASE,)),
-        Metric("execution_accuracy", _execution_accuracy, MEAN_OF_EVALUATED, PROPORTION, needs=(NEEDS_DATABASE,)),
+        Metric("bleu", _bleu, CORPUS_STATISTICS, CORPUS_BOOTSTRAP, "BLEU"),
+        Metric("exact_match", _exact_match, MEAN_OF_EVALUATED, PROPORTION, "EM"),
+        Metric("exact_match_string", _exact_match_string, MEAN_OF_EVALUATED, PROPORTION, "string EM", secondary=True),
+        Metric("exact_set_match", _exact_set_match, MEAN_OF_EVALUATED, PROPORTION, "exact set match",
+               needs=(NEEDS_DATABASE,)),
+        Metric("execution_accuracy", _execution_accuracy, MEAN_OF_EVALUATED, PROPORTION, "execution accuracy",
+               needs=(NEEDS_DATABASE,)),
     )
 }
+def metric_label(name: str) -> str:
+    """The metric's column-header label; a name the registry does not know (a foreign table) is shown as is."""
+    return METRICS[name].label if name in METRICS else name
+
+
 #: when a metrics.json names no primary metric, the first of these it has is used (iclpt.reporting.aggregate)
 PRIMARY_PREFERENCE = tuple(n for n, m in METRICS.items() if not m.secondary)
 

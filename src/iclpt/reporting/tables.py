@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from iclpt.evaluation.metrics import metric_label
 from iclpt.io import PathLike, atomic_open
 from iclpt.orchestration.methods import label
 from iclpt.reporting.aggregate import DEFAULT_METHODS
@@ -54,8 +55,9 @@ def _has_ci(main: pd.DataFrame) -> bool:
     return {"ci_low", "ci_high"} <= set(main.columns)
 
 
-def _col_label(task: str, metric: str, multi: bool) -> str:
-    return f"{task} ({metric})" if multi else task
+def _col_label(task: str, metric: str) -> str:
+    """Every column names its task and its metric, e.g. "dart (BLEU)"."""
+    return f"{task} ({metric_label(metric)})"
 
 
 def _level(alpha: float) -> str:
@@ -70,8 +72,7 @@ def render_main_md(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS,
     if main.empty:
         return "# E1 main results\n\nNo runs of the main configuration were found.\n"
     cols, rows, cells = _layout(main, methods)
-    per_task = pd.Series([t for t, _ in cols]).value_counts()
-    header = ["model", "method"] + [_col_label(t, m, per_task[t] > 1) for t, m in cols]
+    header = ["model", "method"] + [_col_label(t, m) for t, m in cols]
     note = "Mean ± sample std over seeds (a single number: one seed). Scores are 0–100."
     if _has_ci(main):
         note += (f" In brackets: the {_level(alpha)} bootstrap confidence interval of the seed mean with seeds and "
@@ -104,7 +105,7 @@ def render_main_tex(main: pd.DataFrame, methods: Sequence[str] = DEFAULT_METHODS
     cols, rows, cells = _layout(main, methods)
     spec = "ll" + "c" * len(cols)
     head1 = ["Model", "Method"] + [_tex_escape(t) for t, _ in cols]
-    head2 = ["", ""] + [_tex_escape(m.replace("_", " ")) for _, m in cols]
+    head2 = ["", ""] + [_tex_escape(metric_label(m)) for _, m in cols]
     head = "% E1 main results: mean $\\pm$ sample std over seeds"
     if _has_ci(main):
         head += f" [{_level(alpha)} bootstrap confidence interval of the seed mean, seeds and examples random]"
