@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.iclpt-installed
 CORES ?= 2
 CONFIG ?= config/demo.yaml
+STAMP_RUN = $(BIN)/python -m iclpt.reporting.readme
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: all install demo mini mini-samples mini-pilot power test test-fast plan bench bench-full clean-demo help
+.PHONY: all install demo mini mini-samples mini-pilot power readme-tables test test-fast plan bench bench-full clean-demo help
 all: help
 
 help:
@@ -18,6 +19,7 @@ help:
 	@echo "make mini-samples - the same on the real samples in ../shared/data"
 	@echo "make mini-pilot LR=0.3 - PT alone, one seed, 200 steps: the dev curves behind the mini's lr and steps"
 	@echo "make power RUN=results/mini ROWS='64 128 192' SEEDS='3 5 8' - MDE of IPT - PT at other sizes"
+	@echo "make readme-tables RUN=results/mini - paste the run's main table and findings into README.md (generated block)"
 	@echo "make test   - create .venv, install, run the full test suite"
 	@echo "make plan CONFIG=config/config.yaml - jobs per rule and GPU-hour guesses from the config, runs nothing"
 	@echo "make plan CONFIG='config/mini.yaml config/mini_samples.yaml' CALIBRATE=1 - hours measured on this device"
@@ -33,17 +35,30 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
+	$(STAMP_RUN) start results/demo
 	$(OFFLINE) $(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 	$(OFFLINE) $(BIN)/snakemake --cores 1 --configfile config/demo.yaml --report results/demo/report.html
+	$(STAMP_RUN) end results/demo
 	@echo "Tables: results/demo/tables/  Figures: results/demo/figures/  Findings: results/demo/findings.md  Report: results/demo/report.html"
 
 mini: install
+	$(STAMP_RUN) start results/mini
 	$(OFFLINE) $(BIN)/snakemake --cores $(CORES) --configfile config/mini.yaml
 	$(OFFLINE) $(BIN)/snakemake --cores 1 --configfile config/mini.yaml --report results/mini/report.html
+	$(STAMP_RUN) end results/mini
 
 mini-samples: install
+	$(STAMP_RUN) start results/mini
 	$(OFFLINE) $(BIN)/snakemake --cores $(CORES) --configfile config/mini.yaml config/mini_samples.yaml
 	$(OFFLINE) $(BIN)/snakemake --cores 1 --configfile config/mini.yaml config/mini_samples.yaml --report results/mini/report.html
+	$(STAMP_RUN) end results/mini
+
+# README blocks from a stamped run's files (iclpt.reporting.readme): BLOCK names the README's
+# <!-- BEGIN GENERATED ... --> markers, FILES are paths inside RUN pasted verbatim under a provenance line
+BLOCK ?= $(notdir $(RUN))
+FILES ?= tables/main.md findings.md
+readme-tables: install
+	$(BIN)/python -m iclpt.reporting.readme splice README.md $(BLOCK) $(RUN) $(FILES)
 
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -ra
