@@ -10,7 +10,7 @@ CONFIG ?= config/demo.yaml
 STAMP_RUN = $(BIN)/python -m iclpt.reporting.readme
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: all install demo mini mini-samples mini-pilot power readme-tables test test-fast plan bench bench-full clean-demo help
+.PHONY: all install demo mini mini-samples mini-pilot power readme-tables config-readme test test-fast plan bench bench-full clean-demo help
 all: help
 
 help:
@@ -57,6 +57,9 @@ mini-samples: install
 # <!-- BEGIN GENERATED ... --> markers, FILES are paths inside RUN pasted verbatim under a provenance line
 BLOCK ?= $(notdir $(RUN))
 FILES ?= tables/main.md findings.md
+config-readme: install
+	$(BIN)/python -m iclpt.orchestration.schema_doc config/README.md
+
 readme-tables: install
 	$(BIN)/python -m iclpt.reporting.readme splice README.md $(BLOCK) $(RUN) $(FILES)
 
