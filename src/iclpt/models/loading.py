@@ -30,11 +30,18 @@ _PLAIN_HEAD = {"gpt2", "opt", "bloom", "llama", "mistral", "qwen2", "qwen3", "gp
 _SOFTCAP_HEAD = {"gemma2", "gemma3_text"}
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``cpu`` / ``cuda`` / ``cuda:N``; ``auto``: CUDA when torch sees a device. A job started by a rule gets its
+    device from :func:`iclpt.devices.job_device` instead (``auto`` follows the rule's GPU request there); a
+    ``cuda`` request without CUDA fails here, never falls back to the CPU."""
+    if isinstance(device, torch.device):
+        device = str(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    if device.startswith("cuda"):
+        from iclpt.devices import check_cuda
+
+        check_cuda(1)
     return torch.device(device)
 
 
@@ -48,25 +55,49 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``fp32`` or ``bf16`` (autocast). ``auto``: bf16 on CUDA with bf16 support and on bf16-capable CPUs."""
-    if precision in ("fp32", "bf16"):
+#: the lowest CUDA compute capability with native bf16 (Ampere); V100 (7.0) and T4 (7.5) emulate it, and
+#: ``torch.cuda.is_bf16_supported()`` says True there, so it cannot decide
+BF16_MIN_CAPABILITY = (8, 0)
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device, capability: tuple[int, int] | None = None) -> str:
+    """``fp32``, ``bf16`` or ``fp16`` (autocast; the soft prompt and its optimizer stay float32).
+
+    ``auto``: on CUDA bf16 where the GPU has it natively (compute capability >= 8.0), else fp16 (training then
+    scales the loss, :func:`iclpt.engine.training.train_step`); on a CPU bf16 with AMX / AVX512-BF16, else
+    fp32. fp16 needs CUDA. ``capability`` overrides the GPU's (tests)."""
+    if precision not in (*PRECISIONS, "auto"):
+        raise ValueError(f"unknown precision {precision!r}; expected auto, {', '.join(PRECISIONS)}")
+    if device.type != "cuda":
+        if precision == "fp16":
+            raise ValueError("precision fp16 needs a CUDA device (CPUs have no fast fp16 matmul); use bf16 or fp32")
+        if precision == "auto":
+            return "bf16" if cpu_has_bf16() else "fp32"
         return precision
     if precision != "auto":
-        raise ValueError(f"unknown precision {precision!r}")
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
+        return precision
+    cap = capability or torch.cuda.get_device_capability(device)
+    return "bf16" if tuple(cap) >= BF16_MIN_CAPABILITY else "fp16"
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype the matmuls of ``precision`` run in."""
+    return _DTYPES.get(precision, torch.float32)
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast context (weights and the soft prompt stay float32), or a no-op for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """bf16 / fp16 autocast context (the soft prompt stays float32), or a no-op for fp32."""
+    if precision in _DTYPES:
+        return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
     return nullcontext()
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
+def seed_everything(seed: int, deterministic: bool = True, device: torch.device | None = None) -> None:
+    """Seed python, torch and numpy; ``deterministic``: torch's deterministic algorithms (an op without one warns
+    in the job's log), and on CUDA (:func:`cuda_determinism`) cuBLAS's fixed workspace and cuDNN without
+    autotuning."""
     random.seed(seed)
     torch.manual_seed(seed)
     try:
@@ -77,14 +108,38 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         pass
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        if device is not None and device.type == "cuda":
+            cuda_determinism()
+
+
+def cuda_determinism() -> None:
+    """Deterministic CUDA: ``CUBLAS_WORKSPACE_CONFIG`` (set by :func:`iclpt.devices.lease_gpus` before CUDA starts;
+    here too, effective while no cuBLAS handle exists yet), cuDNN deterministic without benchmarking."""
+    from iclpt.devices import CUBLAS_WORKSPACE
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def deterministic_attention(device: torch.device):
+    """A context in which ``scaled_dot_product_attention`` runs its math backend on CUDA: the flash,
+    memory-efficient and cuDNN kernels accumulate the backward pass with atomics (a soft prompt's gradient would
+    differ run to run). Training wraps its backward passes in it; decoding (no backward) keeps the fast
+    kernels. A no-op on the CPU. BLOOM computes attention itself (``baddbmm``) and needs none."""
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def load_model(path: str, device: str | torch.device = "cpu", precision: str = "fp32"):
     """(model, tokenizer) from a hub id or folder; the model is frozen, in eval mode, on ``device``.
 
     The tokenizer gets a pad token (EOS) when it has none; padding is always done by this package (left).
-    ``precision="bf16"`` pre-casts the matmul weights (:func:`precast_for_autocast`): the model must then be
-    called under :func:`autocast`, and computes exactly what bf16 autocast computes with float32 weights.
+    ``precision="bf16"`` / ``"fp16"`` pre-casts the matmul weights (:func:`precast_for_autocast`): the model must
+    then be called under :func:`autocast`, and computes exactly what autocast computes with float32 weights.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,8 +154,8 @@ def load_model(path: str, device: str | torch.device = "cpu", precision: str = "
         raise DataError(f"model {path!r} ({where}) could not be loaded: {e}") from e
     model.to(torch.device(device) if isinstance(device, str) else device)
     freeze(model)
-    if precision == "bf16":
-        precast_for_autocast(model)
+    if precision in _DTYPES:
+        precast_for_autocast(model, compute_dtype(precision))
     return model, tokenizer
 
 

@@ -85,6 +85,7 @@ def config_problems(config: Mapping[str, Any], schema: Mapping[str, Any], rules:
     found = unknown_resources(config, set(rules))
     found += model_sources(config)
     found += data_files(config) if data else []
+    found += device_settings(config)
     found += prompt_settings(config)
     found += build_settings(config)
     found += train_settings(config)
@@ -233,6 +234,13 @@ def _nearby(path: Path) -> str:
 
 
 # ---- prompt, tiny builds, training --------------------------------------------------------------------------------
+def device_settings(config: Mapping[str, Any]) -> list[str]:
+    """fp16 needs CUDA: with ``device: cpu`` it is a mistake before any job (iclpt.models.loading.resolve_precision)."""
+    if config.get("device") == "cpu" and config.get("precision") == "fp16":
+        return ["precision = 'fp16' with device = 'cpu': fp16 needs CUDA; use bf16 or fp32 on a CPU"]
+    return []
+
+
 def prompt_settings(config: Mapping[str, Any]) -> list[str]:
     p = config["prompt"]
     init = p["init"]
