@@ -177,6 +177,9 @@ def model_sources(config: Mapping[str, Any]) -> list[str]:
             problem = model_path_problem(str(m["path"]), name)
             if problem:
                 out.append(f"models.{name}.path = {m['path']!r}: {problem}")
+        if "revision" in m and ("path" not in m or Path(os.path.expanduser(str(m["path"]))).is_dir()):
+            out.append(f"models.{name}.revision = {m['revision']!r}: a revision applies to a hub id `path:` only "
+                       f"(this model is a {'local folder' if 'path' in m else 'build / gguf model'})")
     return out
 
 
