@@ -132,7 +132,9 @@ def test_plan_calibrated(tmp_path):
     assert rows["train_prompt"]["guessed_seconds"] == pytest.approx(n_gone * 0.25 * 3600)
     assert rows["predict"]["kind"] == "measured+guess"  # no guess configured for predict: counted as 0 h
     assert all(rows[r]["kind"] == "measured" and rows[r]["seconds_per_job"] > 0 for r in ("prepare", "score"))
-    assert set(p["guessed_rules"]) == {"train_prompt", "predict"}
+    # the unreachable hub model's fetch (a localrule downloading it once) is not timed either
+    assert set(p["guessed_rules"]) == {"train_prompt", "predict", "fetch_hub_model"}
+    assert rows["fetch_hub_model"]["jobs"] == 1
     assert p["total_wall_hours"] == pytest.approx(sum(r["wall_hours"] for r in p["rules"]) + p["dag_seconds"] / 3600)
     from iclpt.orchestration.calibrate import format_calibrated
 

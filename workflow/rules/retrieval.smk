@@ -18,7 +18,7 @@ rule embed:
     params:
         code=lambda wc: code("embed.py", task=wc.task),
         encoder=lambda wc: wc.encoder,
-        encoder_path=encoder_folder(),
+        encoder_path=lambda wc: encoder_folder(),
         batch_size=int(RETRIEVAL_CFG["batch_size"]),
         device=retrieval_device(),
     script:

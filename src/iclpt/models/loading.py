@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 import random
+import re
 from contextlib import nullcontext
 from typing import Any
 
@@ -138,25 +139,65 @@ def load_model(path: str, device: str | torch.device = "cpu", precision: str = "
     """(model, tokenizer) from a hub id or folder; the model is frozen, in eval mode, on ``device``.
 
     The tokenizer gets a pad token (EOS) when it has none; padding is always done by this package (left).
-    ``precision="bf16"`` / ``"fp16"`` pre-casts the matmul weights (:func:`precast_for_autocast`): the model must
-    then be called under :func:`autocast`, and computes exactly what autocast computes with float32 weights.
+    The weights are loaded straight onto ``device`` in the dtype they compute in (:func:`load_weights`): no
+    float32 copy of the model on the host or the device. ``precision="bf16"`` / ``"fp16"`` stores the matmul
+    weights in that dtype (:func:`precast_for_autocast`): the model must then be called under :func:`autocast`,
+    and computes exactly what autocast computes with float32 weights.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     check_model_source(path)
+    device = torch.device(device) if isinstance(device, str) else device
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = load_weights(path, device, compute_dtype(precision))
     except (OSError, ValueError) as e:
         where = "local folder" if os.path.isdir(path) else "hub id (no local folder of that name)"
         raise DataError(f"model {path!r} ({where}) could not be loaded: {e}") from e
-    model.to(torch.device(device) if isinstance(device, str) else device)
     freeze(model)
     if precision in _DTYPES:
         precast_for_autocast(model, compute_dtype(precision))
     return model, tokenizer
+
+
+def load_weights(path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The causal LM at ``path`` with its weights read straight onto ``device``: the matmul weights
+    (:func:`matmul_parameters`) in ``dtype``, every other parameter (embeddings, norms) in float32, as
+    :func:`precast_for_autocast` would leave them. ``transformers`` casts each checkpoint tensor as it reads it
+    (one tensor at a time on the host), keeping the parameters its ``_keep_in_fp32_modules_strict`` names in
+    float32: a subclass of the model's class names the non-matmul ones (found on a weightless meta-device copy)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kw: dict[str, Any] = {"device_map": {"": str(device)}}
+    if dtype == torch.float32:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    keep = {n for n, _ in skeleton.named_parameters()} - set(matmul_parameters(skeleton))
+    cls = type(skeleton)
+    mixed = type(cls.__name__, (cls,), {"_keep_in_fp32_modules_strict": [f"^{re.escape(n)}$" for n in sorted(keep)],
+                                       "__module__": cls.__module__})
+    return mixed.from_pretrained(path, config=config, dtype=dtype, **kw)
+
+
+def matmul_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters of the matmul layers (``nn.Linear``, GPT-2's ``Conv1D``): those autocast runs in
+    bf16 / fp16 and :func:`precast_for_autocast` stores so."""
+    kinds = _matmul_kinds()
+    return [f"{mn}.{pn}" if mn else pn for mn, mod in model.named_modules() if isinstance(mod, kinds)
+            for pn, _ in mod.named_parameters(recurse=False)]
+
+
+def _matmul_kinds() -> tuple[type, ...]:
+    try:
+        from transformers.pytorch_utils import Conv1D
+
+        return (nn.Linear, Conv1D)
+    except ImportError:  # pragma: no cover
+        return (nn.Linear,)
 
 
 def check_model_source(path: str) -> None:
@@ -179,11 +220,7 @@ def precast_for_autocast(model: nn.Module, dtype: torch.dtype = torch.bfloat16) 
     so results are unchanged. Embeddings and norms stay float32 (autocast leaves them alone); an LM head tied to
     the input embeddings is untied into a bf16 copy, the input embeddings stay float32.
     """
-    try:
-        from transformers.pytorch_utils import Conv1D
-        kinds: tuple[type, ...] = (nn.Linear, Conv1D)
-    except ImportError:  # pragma: no cover
-        kinds = (nn.Linear,)
+    kinds = _matmul_kinds()
     emb = model.get_input_embeddings().weight
     for mod in model.modules():
         if not isinstance(mod, kinds):
