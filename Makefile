@@ -9,7 +9,7 @@ CORES ?= 2
 CONFIG ?= config/demo.yaml
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: all install demo mini mini-samples mini-pilot power test test-fast plan bench bench-full clean-demo help
+.PHONY: all install demo mini mini-samples mini-pilot power test test-fast test-gpu plan bench bench-full clean-demo help
 all: help
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make mini-pilot LR=0.3 - PT alone, one seed, 200 steps: the dev curves behind the mini's lr and steps"
 	@echo "make power RUN=results/mini ROWS='64 128 192' SEEDS='3 5 8' - MDE of IPT - PT at other sizes"
 	@echo "make test   - create .venv, install, run the full test suite"
+	@echo "make test-gpu - the engine's guarantees on a CUDA device + a timed paper-size step (<= 8 min; skips without CUDA)"
 	@echo "make plan CONFIG=config/config.yaml - jobs per rule and GPU-hour guesses from the config, runs nothing"
 	@echo "make plan CONFIG='config/mini.yaml config/mini_samples.yaml' CALIBRATE=1 - hours measured on this device"
 	@echo "make bench  - run the benchmarks in benchmarks/ (each <= ~5 min on 2 CPUs); make bench-full: the README table"
@@ -50,6 +51,10 @@ test: install
 
 test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -ra -m "not slow and not slurm"
+
+# tests/test_gpu.py: PEFT-equal logits, greedy = generate(), kill-and-resume, the GPU lease, a timed 1.3B-shaped step
+test-gpu: install
+	$(OFFLINE) $(BIN)/python -m pytest -ra -s -m gpu tests/test_gpu.py
 
 # CONFIG may name several files (merged in order, as snakemake's --configfile); CALIBRATE=1 measures on this device
 # (iclpt.orchestration.calibrate: loads/fetches each model, times training steps and decoding batches, job start-up) for a run
