@@ -245,3 +245,14 @@ def test_gpu_run_without_gpus_fails_clearly(tmp_path):
     assert "test examples" not in log, "the job loaded its model before failing"
     assert not (work / target).exists()
     print(f"failed in {time.monotonic() - t0:.1f} s")
+
+
+def test_config_check_rejects_a_revision_on_a_model_that_is_no_hub_id(tmp_path):
+    from tiny_engine import tiny_model_dir
+
+    from iclpt.orchestration.config_checks import model_sources
+
+    found = model_sources({"models": {"local": {"path": tiny_model_dir("gpt2"), "revision": "abc"},
+                                      "tiny": {"build": {"architecture": "gpt2"}, "revision": "abc"},
+                                      "hub": {"path": "org/name", "revision": "abc"}}})
+    assert len(found) == 2 and "local folder" in found[0] and "build / gguf" in found[1]
