@@ -209,7 +209,7 @@ def test_cuda_sigkilled_training_job_resumes_to_the_same_prompt(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
     resumed = train_job(**killed)
     assert 10 <= resumed["resumed_from_step"] < 40 and resumed["ran_on"]["device"] == "cuda"
-    straight = train_job(**{**kw, "out_dir": str(tmp_path / "straight"), "checkpoint_root": str(tmp_path / "c2")})
+    train_job(**{**kw, "out_dir": str(tmp_path / "straight"), "checkpoint_root": str(tmp_path / "c2")})
     a, _ = load_prompt(tmp_path / "killed" / "prompt.safetensors")
     b, _ = load_prompt(tmp_path / "straight" / "prompt.safetensors")
     assert torch.equal(a, b)
