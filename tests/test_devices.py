@@ -256,3 +256,12 @@ def test_config_check_rejects_a_revision_on_a_model_that_is_no_hub_id(tmp_path):
                                       "tiny": {"build": {"architecture": "gpt2"}, "revision": "abc"},
                                       "hub": {"path": "org/name", "revision": "abc"}}})
     assert len(found) == 2 and "local folder" in found[0] and "build / gguf" in found[1]
+
+
+def test_a_cpu_job_leases_nothing_even_where_its_rule_asks_for_a_gpu(monkeypatch):
+    """device: cpu with resources gpu: 1 (the SLURM profile gives train_prompt a GPU; config/tiny.yaml runs on the
+    CPU): no lease, no GPU visible, even in a SLURM job that was assigned none."""
+    monkeypatch.setenv("SLURM_JOB_ID", "9")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    device, lease = devices.job_setup("cpu", 1)
+    assert device == "cpu" and lease.gpus == [] and os.environ["CUDA_VISIBLE_DEVICES"] == ""

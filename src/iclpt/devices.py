@@ -265,8 +265,9 @@ def check_cuda(n: int, lease: Lease | None = None) -> None:
 
 
 def job_setup(device: str, gpus: int, note: str = "", say: Callable[[str], None] | None = None) -> tuple[str, Lease]:
-    """What a GPU-capable job script calls first: lease its GPUs, then its device (:func:`job_device`)."""
-    lease = lease_gpus(gpus, note=note, say=say)
+    """What a GPU-capable job script calls first: lease its GPUs, then its device (:func:`job_device`). A job
+    configured for the CPU leases nothing and sees no GPU, whatever its rule asks for."""
+    lease = lease_gpus(0 if device == "cpu" else gpus, note=note, say=say)
     dev = job_device(device, lease)
     if say:
         say(f"device {dev}: {lease.how} GPU(s) {lease.visible or '-'} from {lease.source}")
