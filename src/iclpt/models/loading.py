@@ -126,8 +126,9 @@ def cuda_determinism() -> None:
 def deterministic_attention(device: torch.device):
     """A context in which ``scaled_dot_product_attention`` runs its math backend on CUDA: the flash,
     memory-efficient and cuDNN kernels accumulate the backward pass with atomics (a soft prompt's gradient would
-    differ run to run). Training wraps its backward passes in it; decoding (no backward) keeps the fast
-    kernels. A no-op on the CPU. BLOOM computes attention itself (``baddbmm``) and needs none."""
+    differ run to run). Training runs its forward passes in it (the backward follows the kernel the forward
+    chose); decoding (no backward) keeps the fast kernels. A no-op on the CPU. BLOOM computes attention itself
+    (``baddbmm``) and needs none."""
     if device.type != "cuda":
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -170,7 +171,8 @@ def load_weights(path: str, device: torch.device, dtype: torch.dtype = torch.flo
     float32: a subclass of the model's class names the non-matmul ones (found on a weightless meta-device copy)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    kw: dict[str, Any] = {"device_map": {"": str(device)}}
+    where = f"cuda:{device.index or 0}" if device.type == "cuda" else str(device)  # a job's leased GPU is cuda:0
+    kw: dict[str, Any] = {"device_map": {"": where}}
     if dtype == torch.float32:
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kw)
     config = AutoConfig.from_pretrained(path)
