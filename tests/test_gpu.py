@@ -284,7 +284,7 @@ def test_paper_size_training_step_timed():
         rows.append(Encoded(ids=ids, n_target=target, text="", n_demos=1))
     run = TrainRun(model, rows, rows[:8], TrainConfig(max_steps=100, warmup_steps=0, batch_size=batch, lr=0.01),
                    pad_id=1, device=CUDA, precision=precision)
-    st = start_training(run, torch.randn(n_virtual, 2048) * 0.02, seed=0)
+    st = start_training(run, torch.randn(n_virtual, cfg.hidden_size) * 0.02, seed=0)
     for _ in range(3):
         train_step(run, st)
     torch.cuda.synchronize()
