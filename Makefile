@@ -10,7 +10,7 @@ CONFIG ?= config/demo.yaml
 STAMP_RUN = $(BIN)/python -m iclpt.reporting.readme
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: all install demo mini mini-samples mini-pilot power readme-tables config-readme test test-fast plan bench bench-full clean-demo help
+.PHONY: all install demo mini mini-samples mini-pilot power readme-tables config-readme test test-fast test-gpu plan bench bench-full clean-demo help
 all: help
 
 help:
@@ -21,7 +21,8 @@ help:
 	@echo "make power RUN=results/mini ROWS='64 128 192' SEEDS='3 5 8' - MDE of IPT - PT at other sizes"
 	@echo "make readme-tables RUN=results/mini - paste the run's main table and findings into README.md (generated block)"
 	@echo "make test   - create .venv, install, run the full test suite"
-	@echo "make plan CONFIG=config/config.yaml - jobs per rule and GPU-hour guesses from the config, runs nothing"
+	@echo "make test-gpu - the engine's guarantees on a CUDA device + a timed paper-size step (<= 8 min; skips without CUDA)"
+	@echo "make plan CONFIG=config/config.yaml - jobs per rule and the GPU model's hours per GPU kind, runs nothing"
 	@echo "make plan CONFIG='config/mini.yaml config/mini_samples.yaml' CALIBRATE=1 - hours measured on this device"
 	@echo "make bench  - run the benchmarks in benchmarks/ (each <= ~5 min on 2 CPUs); make bench-full: the README table"
 
@@ -69,9 +70,14 @@ test: install
 test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -ra -m "not slow and not slurm"
 
+# tests/test_gpu.py: PEFT-equal logits, greedy = generate(), kill-and-resume, the GPU lease, a timed 1.3B-shaped step
+test-gpu: install
+	$(OFFLINE) $(BIN)/python -m pytest -ra -s -m gpu tests/test_gpu.py
+
 # CONFIG may name several files (merged in order, as snakemake's --configfile); CALIBRATE=1 measures on this device
 # (iclpt.orchestration.calibrate: loads/fetches each model, times training steps and decoding batches, job start-up) for a run
-# with --cores $(CORES); without it the hand-set resources.<rule>.gpu_hours_per_job guesses are summed.
+# with --cores $(CORES); without it resources.<rule>.gpu_hours_per_job are summed and, where a rule asks for a GPU, the
+# GPU model (iclpt.orchestration.calibrate.gpu: FLOPs a job at stated throughputs per GPU kind) is printed.
 LR ?= 0.3
 mini-pilot: install
 	printf 'run: mini-pilot-lr$(LR)\ntrain: {lr: $(LR)}\n' > .mini-pilot-lr$(LR).yaml

@@ -12,7 +12,7 @@ min_version("9.0")
 _SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, _SRC)
 from iclpt.orchestration.config_checks import check_data_files  # noqa: E402
-from iclpt.jobenv import export_pythonpath  # noqa: E402
+from iclpt.jobenv import export_gpus, export_pythonpath  # noqa: E402
 
 export_pythonpath(_SRC)
 
@@ -24,6 +24,8 @@ if not config:
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# the GPUs local GPU jobs lease (iclpt.devices): the config's `gpus`, else the machine's
+export_gpus(config.get("gpus"))
 
 
 CONDA_ENV = "envs/iclpt.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,10 @@ def test_paper_config_matches_protocol():
     assert cfg["prompt"]["length"] == 25
     assert cfg["prompt"]["lengths"] == [1, 5, 10, 25, 50, 100]
     paths = {m["path"] for m in cfg["models"].values()}
-    assert paths == {"bigscience/bloom-1b1", "facebook/opt-1.3b", "gpt2-xl"}
+    assert paths == {"bigscience/bloom-1b1", "facebook/opt-1.3b", "openai-community/gpt2-xl"}  # gpt2-xl's home now
+    # every hub model and the hub encoder is pinned to a commit
+    assert all(re.fullmatch(r"[0-9a-f]{40}", m["revision"]) for m in cfg["models"].values())
+    assert re.fullmatch(r"[0-9a-f]{40}", cfg["retrieval"]["encoder_revision"])
     assert all(e for e in cfg["experiments"].values())
 
 

@@ -105,8 +105,10 @@ def test_predict_job_writes_the_contract_fields(tmp_path):
     rows = [json.loads(x) for x in lines]
     assert [r["id"] for r in rows] == ["x0", "x1", "x2", "x3"]
     keys = {"id", "task", "model", "method", "seed", "prompt_length", "demo_source", "demo_ids", "demo_scores",
-            "input_text", "prediction", "references", "meta", "max_new_tokens", "ref_tokens"}
+            "input_text", "prediction", "references", "meta", "max_new_tokens", "ref_tokens", "ran_on"}
     for line, r in zip(lines, rows):
+        assert r["ran_on"]["device"] == "cpu" and r["ran_on"]["precision"] == "fp32"
+        assert r["ran_on"]["gpu_name"] is None
         assert set(r) == keys
         assert list(json.loads(line)) == sorted(keys)  # sorted keys
         assert "\n" not in r["prediction"]

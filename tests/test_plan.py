@@ -132,10 +132,33 @@ def test_plan_calibrated(tmp_path):
     assert rows["train_prompt"]["guessed_seconds"] == pytest.approx(n_gone * 0.25 * 3600)
     assert rows["predict"]["kind"] == "measured+guess"  # no guess configured for predict: counted as 0 h
     assert all(rows[r]["kind"] == "measured" and rows[r]["seconds_per_job"] > 0 for r in ("prepare", "score"))
-    assert set(p["guessed_rules"]) == {"train_prompt", "predict"}
+    # the unreachable hub model's fetch (a localrule downloading it once) is not timed either
+    assert set(p["guessed_rules"]) == {"train_prompt", "predict", "fetch_hub_model"}
+    assert rows["fetch_hub_model"]["jobs"] == 1
     assert p["total_wall_hours"] == pytest.approx(sum(r["wall_hours"] for r in p["rules"]) + p["dag_seconds"] / 3600)
     from iclpt.orchestration.calibrate import format_calibrated
 
     table = format_calibrated(p, "t")
     assert "GUESSES (not measured): " in table and "model gone: not loadable" in table
     assert any(line.startswith("total") and line.endswith(" wall") for line in table.splitlines())
+
+
+def test_paper_resources_come_from_the_gpu_model():
+    """The paper config's GPU requests are the GPU model's (make plan prints them); the plan prints the grid's
+    GPU-hours per GPU kind with its assumptions."""
+    sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
+    import plan as plan_script
+
+    from iclpt.orchestration.calibrate.gpu import GPU_KINDS, REQUEST_KIND
+
+    cfg = plan_script.load_config("config/config.yaml", [], ROOT)
+    model = plan_script.gpu_model(cfg, ROOT)["json"]
+    for rule, req in model["requests"].items():
+        own = cfg["resources"][rule]
+        assert {k: own[k] for k in req} == req, (rule, own, req)
+    rules = model["rules"]
+    assert rules["train_prompt"]["jobs"] == 1050 and rules["predict"]["jobs"] == 1455
+    # a paper training job: minutes on an H100, not hours (the issue's arithmetic: 2-4 min)
+    assert 0.5 < rules["train_prompt"]["H100-SXM"]["mean_minutes"] < 5
+    assert set(GPU_KINDS) <= set(rules["train_prompt"]) and REQUEST_KIND in GPU_KINDS
+    assert "characters a token" in model["assumptions"]

@@ -73,23 +73,43 @@ def model_cfg(model):
     return config["models"][model]
 
 
-def model_path(model):
-    """What from_pretrained gets: the built / fetched model's folder, or the configured hub id / folder."""
+def local_model_folder(model):
+    """The configured local folder of a `path:` model (None for a hub id, a build or a gguf model)."""
     m = model_cfg(model)
-    return m["path"] if "path" in m else LAYOUT.model_dir(model)
+    return m["path"] if "path" in m and os.path.isdir(os.path.expanduser(m["path"])) else None
+
+
+def model_path(model):
+    """What from_pretrained gets: always a local folder. A hub id's folder is fetched by fetch_hub_model (a
+    localrule) into results/<run>/models/<model>/, like a built or a gguf one; no job reads the hub."""
+    return local_model_folder(model) or LAYOUT.model_dir(model)
 
 
 def model_inputs(model):
     """A built or fetched model folder is a DAG input, and so are the config and weights of a local `path:`
-    folder (replacing them reruns its jobs); hub ids are not."""
-    m = model_cfg(model)
-    return artifacts.model_files(m["path"]) if "path" in m else [LAYOUT.model_file(model, "config.json")]
+    folder (replacing them reruns its jobs)."""
+    folder = local_model_folder(model)
+    return artifacts.model_files(folder) if folder else [LAYOUT.model_file(model, "config.json")]
+
+
+def _names_regex(names):
+    return "|".join(re.escape(m) for m in names) if names else "(?!x)x"
 
 
 def models_with(source):
     """Regex of the model names whose weights come from `source` (build | gguf); matches nothing if none."""
-    names = [m for m in MODELS if source in model_cfg(m)]
-    return "|".join(re.escape(m) for m in names) if names else "(?!x)x"
+    return _names_regex([m for m in MODELS if source in model_cfg(m)])
+
+
+def hub_models():
+    """Models whose `path:` is a hub id (no local folder of that name): fetched once by fetch_hub_model."""
+    return [m for m in MODELS if "path" in model_cfg(m) and not local_model_folder(m)]
+
+
+def hub_revision(model):
+    """The revision a hub model is fetched at (a commit hash pins it; a branch is resolved at fetch time and its
+    commit recorded in provenance.json)."""
+    return str(model_cfg(model).get("revision") or "main")
 
 
 def demo_retriever(demos, seed, task=None):
@@ -238,8 +258,9 @@ def dev_from_train(task):
 
 
 # ---- models stage (models.smk) ------------------------------------------------
-#   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, model.safetensors, tokenizer files)
-# Models with `path:` (hub id or folder) are loaded directly by train_prompt / predict; no rule runs for them.
+#   results/<run>/models/<model>/  (HF save_pretrained folder: config.json, weights, tokenizer files)
+#   results/<run>/encoders/<encoder>/  (a hub sentence encoder: modules.json, config.json, weights, tokenizer)
+# A `path:` that is a local folder is read in place; a hub id is fetched (fetch_hub_model), like a `gguf:` model.
 
 
 def tiny_build(model):
@@ -255,6 +276,7 @@ def tiny_build(model):
 RETRIEVAL_CFG = config["retrieval"]
 RETRIEVAL_K = int(RETRIEVAL_CFG["k"])
 ENCODER_PATH = RETRIEVAL_CFG["encoder_path"]
+ENCODER_REVISION = str(RETRIEVAL_CFG.get("encoder_revision") or "main")
 
 # Cheap parse-time checks: retriever names, k, sizes, and that the encoder path/package exists (no model load).
 _check_retrieval_config(RETRIEVAL_CFG, retrieval_retrievers())
@@ -262,6 +284,26 @@ _check_retrieval_config(RETRIEVAL_CFG, retrieval_retrievers())
 
 def retrieval_device():
     return config["device"]
+
+
+def encoder_from_hub():
+    """Whether the encoder is a hub id (fetched once by fetch_encoder), not a folder or the packaged MiniLM."""
+    from iclpt.retrieval.settings import PACKAGED_ENCODER
+
+    return ENCODER_PATH != PACKAGED_ENCODER and not os.path.isdir(os.path.expanduser(ENCODER_PATH))
+
+
+def encoder_dir():
+    return f"{RES}/encoders/{ENCODER}"
+
+
+def encoder_folder():
+    """What the embed jobs load: the fetched folder of a hub encoder, else the configured folder / package."""
+    return encoder_dir() if encoder_from_hub() else ENCODER_PATH
+
+
+def encoder_inputs():
+    return [f"{encoder_dir()}/modules.json"] if encoder_from_hub() else []
 
 
 def retrieve_inputs(wc):

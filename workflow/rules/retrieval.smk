@@ -3,6 +3,7 @@ rule embed:
     """Encode the linearised inputs of one split with the sentence encoder (cached per task x split x encoder)."""
     input:
         data=LAYOUT.data("{task}", "{split}"),
+        encoder=encoder_inputs(),
     output:
         emb=LAYOUT.embeddings("{task}", "{encoder}", "{split}"),
     log:
@@ -17,7 +18,7 @@ rule embed:
     params:
         code=lambda wc: code("embed.py", task=wc.task),
         encoder=lambda wc: wc.encoder,
-        encoder_path=ENCODER_PATH,
+        encoder_path=lambda wc: encoder_folder(),
         batch_size=int(RETRIEVAL_CFG["batch_size"]),
         device=retrieval_device(),
     script:

@@ -1,4 +1,5 @@
-# score stage: metrics.json + scores.jsonl next to each predictions.jsonl (docs/architecture.md).
+# score stage: metrics.json + scores.jsonl next to each predictions.jsonl (docs/architecture.md). A light job
+# (seconds): a localrule, so a cluster run does not submit one SLURM job per predictions file.
 rule score:
     input:
         predictions=LAYOUT.predictions(WC),
@@ -8,6 +9,7 @@ rule score:
         scores=LAYOUT.scores(WC),
     log:
         LAYOUT.run_log("score", WC),
+    localrule: True
     conda:
         "../../envs/iclpt.yaml"
     threads: 1

@@ -127,6 +127,9 @@ def main(argv=None):
     ap.add_argument("--calibrate-steps", type=int, default=2, help="timed training steps per model/task/layout")
     ap.add_argument("--calibrate-batches", type=int, default=1, help="timed decoding batches per layout")
     ap.add_argument("--probe-seconds", type=float, default=3.0, help="length of the concurrency probe")
+    ap.add_argument("--gpu-model", action="store_true",
+                    help="print the GPU model (FLOPs per job -> minutes per GPU kind) even where no rule asks for a "
+                         "GPU; it is printed whenever one does")
     ap.add_argument("targets", nargs="*", help="targets (default: the default target)")
     a = ap.parse_args(argv)
 
@@ -151,11 +154,37 @@ def main(argv=None):
         rules = workflow_rules(a.snakefile, a.configfile, workdir, a.cores)
         print(f"read {len(rules)} rules from the workflow in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         return calibrated(a, counts, rules, config, workdir, dag_seconds)
+    gpu = gpu_model(config, workdir) if (a.gpu_model or wants_gpus(config)) else None
+    if gpu is not None:
+        p["gpu_model"] = gpu["json"]
     if a.json:
         print(json.dumps(p, indent=1))
     else:
         what = "jobs still to run" if a.pending else "all jobs of the DAG"
         print(format_table(p, f"Plan for {', '.join(a.configfile) or a.default_configfile} ({what}):"))
+        if gpu is not None:
+            print(gpu["text"])
+
+
+def wants_gpus(config: dict) -> bool:
+    """Whether the config is this pipeline's (tasks, models) and a rule of it asks for a GPU (resources.<rule>.gpu)."""
+    return {"tasks", "models"} <= set(config) and any(
+        (v or {}).get("gpu") for v in (config.get("resources") or {}).values())
+
+
+def gpu_model(config: dict, workdir: Path) -> dict:
+    """The GPU model of the whole grid (iclpt.orchestration.calibrate.gpu): minutes a job and GPU-hours per GPU
+    kind, the resource requests that follow, the assumptions."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    from iclpt.orchestration.calibrate.gpu import ASSUMPTIONS, format_gpu_plan, gpu_plan, suggested_resources
+
+    cfg = validated(json.loads(json.dumps(config)))
+    rules = gpu_plan(cfg, workdir)
+    suggested = suggested_resources(cfg, rules, workdir)
+    kinds = {r.rule: {k: {"hours": r.hours(k), "mean_minutes": r.mean_minutes(k), "max_minutes": r.max_minutes(k)}
+                      for k in r.seconds} | {"jobs": r.jobs} for r in rules.values()}
+    return {"json": {"rules": kinds, "requests": suggested, "assumptions": ASSUMPTIONS},
+            "text": format_gpu_plan(rules, suggested)}
 
 
 def validated(config: dict) -> dict:

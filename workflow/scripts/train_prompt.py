@@ -6,12 +6,17 @@ from iclpt.io import logged
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 with logged(sm.log[0] if sm.log else None, "train_prompt") as log:
+    from iclpt.devices import job_setup
+
+    job = dict(sm.params.job)
+    # before CUDA starts: lease the rule's GPUs (CUDA_VISIBLE_DEVICES), or fail now if none is visible
+    job["device"], _ = job_setup(job["device"], sm.resources.get("gpu", 0), note=f"{sm.rule} {dict(sm.wildcards)}",
+                                 say=log.info)
     import torch
 
     from iclpt.engine.training import train_job
 
     torch.set_num_threads(max(1, int(sm.threads)))
-    job = dict(sm.params.job)
     job["train"] = dict(job["train"])
     job["prompt"] = dict(job["prompt"])
     out_dir = os.path.dirname(sm.output.prompt)

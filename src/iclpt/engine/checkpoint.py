@@ -52,8 +52,16 @@ def job_checkpoint_dir(params: dict[str, Any], model_path: str, files: Sequence[
     return Path(checkpoint_root) / checkpoint_key({**params, "model_path": model_path}, files)
 
 
-def rng_state() -> dict[str, Any]:
-    """The python, torch, numpy (and CUDA) RNG states."""
+def resolved_key_params(params: dict[str, Any], device: torch.device | str, precision: str) -> dict[str, Any]:
+    """The params a checkpoint key hashes: the job's, with the device type and precision it actually runs with
+    instead of the configured ``auto``. A CPU-fp32 checkpoint is never resumed by a CUDA-bf16 run (nor the
+    reverse); a resume on another GPU of the same kind is."""
+    return {**params, "device": torch.device(device).type, "precision": str(precision)}
+
+
+def rng_state(device: torch.device | str | None = None) -> dict[str, Any]:
+    """The python, torch, numpy RNG states, and the CUDA one of ``device`` alone (a CUDA device): a job uses one
+    GPU, and a state per visible GPU could not be restored where fewer are visible."""
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     try:
         import numpy as np
@@ -61,21 +69,27 @@ def rng_state() -> dict[str, Any]:
         state["numpy"] = np.random.get_state()
     except ImportError:  # pragma: no cover
         pass
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: dict[str, Any], device: torch.device | str | None = None) -> None:
+    """Restore what :func:`rng_state` captured; the CUDA state goes to ``device`` (when it is a CUDA device). A
+    checkpoint written by an older version holds one CUDA state per visible GPU: the first is the job's."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "numpy" in state:
         import numpy as np
 
         np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and device is not None and torch.device(device).type == "cuda":
+        if isinstance(cuda, (list, tuple)):
+            if not cuda:
+                return
+            cuda = cuda[0]
+        torch.cuda.set_rng_state(cuda, torch.device(device))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -302,6 +302,7 @@ def write_predictions(out_path: str | os.PathLike[str], job: Job, preds: Sequenc
 
     test = job.splits["test"]
     ref_tokens = check_budget(job) if ref_tokens is None else ref_tokens
+    ran_on = job.ran_on()
     out_rows = []
     for r, e, p, n in zip(test.records, test.examples, preds, ref_tokens, strict=True):
         out_rows.append({
@@ -310,7 +311,7 @@ def write_predictions(out_path: str | os.PathLike[str], job: Job, preds: Sequenc
             "demo_source": str(params.get("demos", "none")), "demo_ids": e.meta["demo_ids"],
             "demo_scores": e.meta["demo_scores"], "input_text": e.text, "prediction": p,
             "references": r["references"], "meta": r.get("meta", {}),
-            "max_new_tokens": job.inputs.max_new_tokens, "ref_tokens": list(n),
+            "max_new_tokens": job.inputs.max_new_tokens, "ref_tokens": list(n), "ran_on": ran_on,
         })
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     return write_jsonl_atomic(out_path, out_rows)

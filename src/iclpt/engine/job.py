@@ -101,6 +101,13 @@ class Job:
     def examples(self, split: str) -> list[Encoded]:
         return self.splits[split].examples
 
+    def ran_on(self) -> dict[str, Any]:
+        """What the job's outputs record of where it ran: device, GPU name and compute capability (CUDA),
+        CUDA_VISIBLE_DEVICES, and the precision it actually used (:func:`iclpt.devices.describe_device`)."""
+        from iclpt.devices import describe_device
+
+        return {**describe_device(self.device), "precision": self.precision}
+
 
 def clamp_max_length(max_length: int, model: torch.nn.Module) -> int:
     """The token budget within the model's context (models without a fixed one keep ``max_length``)."""
@@ -130,7 +137,7 @@ def load_job(model_path: str, params: Mapping[str, Any], inputs: JobInputs) -> J
 
     device = resolve_device(params.get("device", "cpu"))
     precision = resolve_precision(params.get("precision", "fp32"), device)
-    seed_everything(int(params.get("seed", 0)))
+    seed_everything(int(params.get("seed", 0)), device=device)
     model, tokenizer = load_model(model_path, device=device, precision=precision)
     job = Job(inputs=inputs, model=model, tokenizer=tokenizer, device=device, precision=precision,
               encoder=Encoder(tokenizer, Template(params["input_label"], params["output_label"])),

@@ -17,9 +17,14 @@
   is the output (``best_step`` 0, dev losses NaN, written as null in ``meta.json``), the untrained-prompt
   control.
 - Checkpoints every ``checkpoint_every`` steps in ``<checkpoint_root>/<key>/state.pt`` (prompt, best prompt,
-  optimiser, scheduler, RNG states, data position, log so far); ``key`` hashes the job's parameters and input
-  data, so a rerun of the same job resumes and a changed job starts afresh (:mod:`iclpt.engine.checkpoint`). The
-  folder is removed once the outputs are written.
+  optimiser, scheduler, loss scale (fp16), RNG states, data position, log so far); ``key`` hashes the job's
+  parameters (with the device type and precision it resolved to, never ``auto``) and input data, so a rerun of
+  the same job resumes and a changed job, or one on another device or precision, starts afresh
+  (:mod:`iclpt.engine.checkpoint`). The folder is removed once the outputs are written.
+- Precision: fp32, or bf16 / fp16 autocast with the soft prompt and its optimizer state in float32; fp16 scales
+  the loss (:func:`loss_scaler`). On CUDA the training forward runs attention's math kernel
+  (:func:`iclpt.models.loading.deterministic_attention`) and the loss sum avoids ``nll_loss``'s atomics
+  (:func:`target_nll_sum`), so that with cuBLAS's fixed workspace a resumed run repeats the uninterrupted one.
 - One step is public (:func:`start_training`, :func:`train_step` on a :class:`TrainRun`), so that the run plan
   (:mod:`iclpt.orchestration.calibrate`) and the benchmarks time the job's own step.
 - The job (:func:`train_job`) is load (:func:`load_train_inputs`, through :func:`iclpt.engine.job.load_job`) ->
@@ -41,11 +46,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from iclpt.engine.checkpoint import job_checkpoint_dir, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from iclpt.engine.checkpoint import (
+    job_checkpoint_dir,
+    load_checkpoint,
+    resolved_key_params,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from iclpt.engine.job import Job, JobInputs, SplitSpec, demo_layout, load_job
 from iclpt.engine.prompting import IGNORE, Batch, Encoded, make_batch
 from iclpt.engine.soft_prompt import assemble_inputs
-from iclpt.models.loading import autocast, target_logits
+from iclpt.models.loading import autocast, deterministic_attention, target_logits
 
 BUCKET_WINDOW = 50  # batches per sorting window of the length-bucketed sampler
 
@@ -156,8 +168,17 @@ def batch_loss_sum(model: torch.nn.Module, prompt: torch.Tensor | None, batch: B
     predict_mask[:, :-1] = labels[:, 1:] != IGNORE
     gold = labels[:, 1:][labels[:, 1:] != IGNORE]
     logits = target_logits(model, embeds, attn, pos, predict_mask)
-    loss = F.cross_entropy(logits.float(), gold, reduction="sum")
-    return loss, int(gold.numel())
+    return target_nll_sum(logits, gold), int(gold.numel())
+
+
+def target_nll_sum(logits: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Sum of the cross entropy of ``logits`` ``[N, V]`` (in float32) at the ``gold`` ids ``[N]``. On CUDA,
+    ``nll_loss`` reduces with atomics (nondeterministic, torch's ``use_deterministic_algorithms`` list), so there
+    the same sum is a gather and a sum, both deterministic; on the CPU it is ``F.cross_entropy``."""
+    logits = logits.float()
+    if logits.device.type == "cuda":
+        return -torch.log_softmax(logits, dim=-1).gather(1, gold.unsqueeze(1)).sum()
+    return F.cross_entropy(logits, gold, reduction="sum")
 
 
 @torch.no_grad()
@@ -230,6 +251,7 @@ class TrainState:
     resumed_from: int = 0
     last_dev: float = math.nan
     initial_dev: float = math.nan
+    scaler: torch.amp.GradScaler | None = None
 
 
 def start_training(run: TrainRun, init_prompt: torch.Tensor, seed: int) -> TrainState:
@@ -241,7 +263,15 @@ def start_training(run: TrainRun, init_prompt: torch.Tensor, seed: int) -> Train
     opt = make_optimizer([prompt], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     stream = DataStream([len(e.ids) for e in run.train_examples], cfg.batch_size, seed, cfg.bucket_by_length)
-    return TrainState(prompt=prompt, opt=opt, sched=sched, stream=stream, best_prompt=prompt.detach().clone())
+    return TrainState(prompt=prompt, opt=opt, sched=sched, stream=stream, best_prompt=prompt.detach().clone(),
+                      scaler=loss_scaler(run))
+
+
+def loss_scaler(run: TrainRun) -> torch.amp.GradScaler | None:
+    """fp16 only: a dynamic loss scale, so that the soft prompt's small gradients survive fp16's range (the
+    prompt and its optimizer state stay float32; a step whose gradient overflowed is skipped and the scale
+    halved). bf16 has float32's range and needs none."""
+    return torch.amp.GradScaler(run.device.type) if run.precision == "fp16" else None
 
 
 def resume(st: TrainState, ckpt_path: Path, device: torch.device) -> bool:
@@ -253,8 +283,10 @@ def resume(st: TrainState, ckpt_path: Path, device: torch.device) -> bool:
         st.prompt.copy_(state["prompt"].to(device))
     st.opt.load_state_dict(state["optimizer"])
     st.sched.load_state_dict(state["scheduler"])
+    if st.scaler is not None and state.get("scaler"):
+        st.scaler.load_state_dict(state["scaler"])
     st.stream.load(state["data"])
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], device)
     st.step = st.resumed_from = int(state["step"])
     st.best_prompt = state["best_prompt"].to(device)
     st.best_step, st.best_dev = int(state["best_step"]), float(state["best_dev_loss"])
@@ -266,7 +298,8 @@ def resume(st: TrainState, ckpt_path: Path, device: torch.device) -> bool:
 
 def _checkpoint_state(st: TrainState) -> dict[str, Any]:
     return {"step": st.step, "prompt": st.prompt.detach().cpu(), "optimizer": st.opt.state_dict(),
-            "scheduler": st.sched.state_dict(), "data": st.stream.state(), "rng": rng_state(),
+            "scheduler": st.sched.state_dict(), "data": st.stream.state(), "rng": rng_state(st.prompt.device),
+            "scaler": st.scaler.state_dict() if st.scaler is not None else None,
             "best_prompt": st.best_prompt.cpu(), "best_step": st.best_step, "best_dev_loss": st.best_dev,
             "log": st.rows, "tokens": st.tokens_seen, "initial_dev_loss": st.initial_dev}
 
@@ -283,22 +316,32 @@ def train_step(run: TrainRun, st: TrainState, micro: Sequence[Batch] | None = No
     n_tok = sum(b.n_target for b in micro)
     st.opt.zero_grad(set_to_none=True)
     loss_total = 0.0
+    scaler = st.scaler
     for b in micro:
         b = b.to(run.device)
-        with autocast(run.device, run.precision):
+        # the attention backend is chosen in the forward pass; its backward follows it
+        with autocast(run.device, run.precision), deterministic_attention(run.device):
             loss_sum, _ = batch_loss_sum(run.model, st.prompt, b)
         loss = loss_sum / max(n_tok, 1)
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_total += float(loss.detach())
+    if scaler is not None:
+        scaler.unscale_(st.opt)
     grad_norm = float(st.prompt.grad.norm()) if st.prompt.grad is not None else 0.0
     if run.cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_([st.prompt], run.cfg.max_grad_norm)
     lr = st.opt.param_groups[0]["lr"]
-    st.opt.step()
+    row: dict[str, Any] = {}
+    if scaler is not None:
+        row["loss_scale"] = float(scaler.get_scale())
+        scaler.step(st.opt)  # skipped when the unscaled gradient is not finite
+        scaler.update()
+    else:
+        st.opt.step()
     st.sched.step()
     st.step += 1
     st.tokens_seen += n_tok
-    return {"step": st.step, "loss": loss_total, "lr": lr, "grad_norm": grad_norm, "target_tokens": n_tok}
+    return {"step": st.step, "loss": loss_total, "lr": lr, "grad_norm": grad_norm, "target_tokens": n_tok, **row}
 
 
 def run_dev_loss(run: TrainRun, prompt: torch.Tensor | None) -> float:
@@ -426,8 +469,9 @@ def load_train_inputs(*, model_path: str, train_path: str, dev_path: str, params
     seed, length = int(params["seed"]), int(params["length"])
     pcfg = dict(params.get("prompt") or {})
     files = [train_path, dev_path] + [f for f in (train_retrieval, dev_retrieval) if f]
-    ckpt_dir = job_checkpoint_dir(params, model_path, files, checkpoint_root)
     job = load_job(model_path, params, inputs)
+    ckpt_dir = job_checkpoint_dir(resolved_key_params(params, job.device, job.precision), model_path, files,
+                                  checkpoint_root)
     info = model_info(job.model)
     stats = {s: job.splits[s].stats for s in ("train", "dev")}
     say(f"{len(job.examples('train'))} train / {len(job.examples('dev'))} dev examples; "
@@ -482,7 +526,7 @@ def train_meta(inputs: TrainInputs, outcome: TrainOutcome, params: dict[str, Any
         "initial_dev_loss": _finite(outcome.initial_dev_loss), "resumed_from_step": r.resumed_from,
         "init_vocab": x.init_vocab,
         "train_seconds": r.seconds, "train_target_tokens": r.train_target_tokens, "device": str(j.device),
-        "precision": j.precision, "max_length": j.max_length, "model_info": x.model_info,
+        "precision": j.precision, "ran_on": j.ran_on(), "max_length": j.max_length, "model_info": x.model_info,
         "n_train": len(j.examples("train")), "n_dev": len(j.examples("dev")),
         "truncation": {s: j.splits[s].stats for s in ("train", "dev")},
         "checkpoint_key": x.checkpoint_dir.name if x.checkpoint_dir else None,

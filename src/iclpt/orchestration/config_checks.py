@@ -85,6 +85,7 @@ def config_problems(config: Mapping[str, Any], schema: Mapping[str, Any], rules:
     found = unknown_resources(config, set(rules))
     found += model_sources(config)
     found += data_files(config) if data else []
+    found += device_settings(config)
     found += prompt_settings(config)
     found += build_settings(config)
     found += train_settings(config)
@@ -176,6 +177,9 @@ def model_sources(config: Mapping[str, Any]) -> list[str]:
             problem = model_path_problem(str(m["path"]), name)
             if problem:
                 out.append(f"models.{name}.path = {m['path']!r}: {problem}")
+        if "revision" in m and ("path" not in m or Path(os.path.expanduser(str(m["path"]))).is_dir()):
+            out.append(f"models.{name}.revision = {m['revision']!r}: a revision applies to a hub id `path:` only "
+                       f"(this model is a {'local folder' if 'path' in m else 'build / gguf model'})")
     return out
 
 
@@ -233,6 +237,13 @@ def _nearby(path: Path) -> str:
 
 
 # ---- prompt, tiny builds, training --------------------------------------------------------------------------------
+def device_settings(config: Mapping[str, Any]) -> list[str]:
+    """fp16 needs CUDA: with ``device: cpu`` it is a mistake before any job (iclpt.models.loading.resolve_precision)."""
+    if config.get("device") == "cpu" and config.get("precision") == "fp16":
+        return ["precision = 'fp16' with device = 'cpu': fp16 needs CUDA; use bf16 or fp32 on a CPU"]
+    return []
+
+
 def prompt_settings(config: Mapping[str, Any]) -> list[str]:
     p = config["prompt"]
     init = p["init"]

@@ -71,7 +71,8 @@ def _source(config: Mapping[str, Any], name: str, workdir: Path, texts: Callable
     m = config["models"][name]
     run_dir = workdir / "results" / str(config["run"]) / "models" / name
     try:
-        if "path" not in m and (run_dir / "config.json").is_file() and any(run_dir.glob("*.safetensors")):
+        fetched = "path" not in m or not Path(str(m["path"])).expanduser().is_dir()  # built, gguf or a hub id
+        if fetched and (run_dir / "config.json").is_file() and any(run_dir.glob("*.safetensors")):
             secs = None
             if "gguf" in m:
                 from iclpt.models.packaged import PackagedGGUF

@@ -22,7 +22,7 @@ from pathlib import Path
 TRAIN_ENTRY = "iclpt.engine.training.train_job"
 DECODE_ENTRY = "iclpt.engine.generation.predict_job"
 ENCODER_ENTRY = "iclpt.retrieval.embed_file"
-NETWORK_ENTRY = "iclpt.data.download.download_task"
+NETWORK_ENTRIES = frozenset({"iclpt.data.download.download_task", "iclpt.models.hub.fetch_hub_model"})
 #: the param that hands a job its model folder
 MODEL_PARAM = "model_path"
 
@@ -81,7 +81,7 @@ def job_kind(rule: RuleFacts) -> str:
         return MAKES_MODEL
     if ENCODER_ENTRY in rule.calls:
         return ENCODER
-    return NETWORK if NETWORK_ENTRY in rule.calls else STARTUP
+    return NETWORK if NETWORK_ENTRIES & rule.calls else STARTUP
 
 
 def rules_of_kind(rules: Mapping[str, RuleFacts], kind: str) -> list[RuleFacts]:
