@@ -437,13 +437,23 @@ def test_invalid_utf8_names_file_and_line(tmp_path, reader):
     assert "the file must be UTF-8 encoded" in str(exc.value)
 
 
-def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+def test_a_utf8_byte_order_mark_is_stripped_with_a_warning_naming_the_file(tmp_path, caplog):
     p = tmp_path / "dev.json"
     p.write_bytes(b"\xef\xbb\xbf" + (DEMO / "mtop/dev.json").read_bytes())
-    assert len(read_jsonl(p)) == len(read_jsonl(DEMO / "mtop/dev.json"))
+    with caplog.at_level(logging.WARNING, logger="iclpt.io"):
+        assert read_jsonl(p) == read_jsonl(DEMO / "mtop/dev.json")
+    assert [r.getMessage() for r in caplog.records if "byte-order mark" in r.getMessage()] == [
+        f"{p}: a UTF-8 byte-order mark at the start of the file was removed (read as UTF-8 without it)"]
     q = tmp_path / "tables.json"
     q.write_bytes(b"\xef\xbb\xbf" + (DEMO / "spider/tables.json").read_bytes())
-    assert read_json(q) == read_json(DEMO / "spider/tables.json")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="iclpt.io"):
+        assert read_json(q) == read_json(DEMO / "spider/tables.json")
+    assert any(str(q) in r.getMessage() and "byte-order mark" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="iclpt.io"):  # a file without one: no word
+        read_json(DEMO / "spider/tables.json")
+    assert not caplog.records
 
 
 @pytest.mark.parametrize("task,name,content,message", [

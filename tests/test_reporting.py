@@ -693,6 +693,15 @@ rule fake_predict:
                     "references": [gold], "meta": {{}}}}) + "\n")
 
 
+rule fake_test_split:
+    output:
+        LAYOUT.data("{{task}}", "test"),
+    run:
+        with open(output[0], "w") as fh:
+            for i, gold in enumerate(GOLD[wildcards.task]):
+                fh.write(json.dumps({{"id": f"e{{i}}", "input": "x", "target": gold, "references": [gold]}}) + "\n")
+
+
 rule fake_train:
     output:
         meta=LAYOUT.prompt_dir(WC) + "/meta.json",

@@ -420,9 +420,11 @@ def test_predict_counts_references_beyond_the_budget_and_score_reports_them(tmp_
     run = {"task": "dart", "model": "tiny", "method": "zeroshot", "length": 0, "demos": "none", "seed": 0}
     for path, unreachable in ((out, 1), (covered, 0)):
         metrics, scores = path.parent / "metrics.json", path.parent / "scores.jsonl"
-        sm = SimpleNamespace(log=[str(path.parent / "score.log")], input=SimpleNamespace(predictions=str(path)),
+        sm = SimpleNamespace(log=[str(path.parent / "score.log")],
+                             input=SimpleNamespace(predictions=str(path), test=str(tmp_path / "test.jsonl")),
                              output=SimpleNamespace(metrics=str(metrics), scores=str(scores)),
-                             params=SimpleNamespace(metrics=["bleu"], database_dir=None, exec_timeout_s=1.0, run=run))
+                             params=SimpleNamespace(metrics=["bleu"], database_dir=None, exec_timeout_s=1.0, run=run,
+                                                    max_examples=None))
         runpy.run_path(str(ROOT / "workflow" / "scripts" / "score.py"), init_globals={"snakemake": sm})
         doc = json.loads(metrics.read_text())
         assert doc["decoding_budget"]["n_unreachable_refs"] == unreachable, path

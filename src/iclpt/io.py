@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -32,15 +33,26 @@ _PROVENANCE_PACKAGES = (
 )
 
 
+log = logging.getLogger(__name__)
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 class DataError(ValueError):
     """Bad input data. The message names the file (and line) and what was expected."""
 
 
 def decode_utf8(data: bytes, path: PathLike, first_line: int = 1) -> str:
-    """`data` decoded as UTF-8 (a leading byte-order mark dropped); invalid bytes raise DataError naming the
-    file, line and column."""
+    """`data` decoded as UTF-8; invalid bytes raise DataError naming the file, line and column.
+
+    A UTF-8 byte-order mark at the very start of a file (``first_line`` 1) is removed with a logged warning
+    naming the file (docs/errors.md, class 3); anywhere else U+FEFF is an ordinary character."""
+    if first_line == 1 and data.startswith(UTF8_BOM):
+        log.warning("%s: a UTF-8 byte-order mark at the start of the file was removed (read as UTF-8 "
+                    "without it)", path)
+        data = data[len(UTF8_BOM):]
     try:
-        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = first_line + data.count(b"\n", 0, e.start)
         col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
@@ -108,13 +120,69 @@ def read_json(path: PathLike) -> Any:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
 
 
+#: what an errno means for a write, in the words of a message (the errno name follows in brackets)
+_WRITE_CAUSES = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "input/output error",
+    errno.EFBIG: "file too large",
+}
+
+
+def os_error_cause(exc: OSError) -> str:
+    """``'no space left on device (ENOSPC)'``, ``'permission denied (EACCES)'``, ...: an OSError's cause."""
+    name = errno.errorcode.get(exc.errno or -1)
+    words = _WRITE_CAUSES.get(exc.errno or -1) or (exc.strerror or str(exc)).lower()
+    return f"{words} ({name})" if name else words
+
+
+class WriteError(OSError):
+    """Writing an output failed: the message names the file and the cause (no space left, permission, read-only
+    file system, ...); nothing was left at the path, and the temp file of the write was removed. Keeps the
+    errno of the OSError behind it."""
+
+    def __init__(self, path: PathLike, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.filename = str(path)
+        self.message = f"cannot write {path}: {os_error_cause(exc)}; nothing was written there"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (a worker process passing it on)
+        return _rebuild_write_error, (self.filename, self.errno, self.strerror)
+
+
+def _rebuild_write_error(path: str, errno_: int | None, strerror: str | None) -> WriteError:
+    return WriteError(path, OSError(errno_, strerror))
+
+
+def _remove_quietly(path: PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # pragma: no cover - a read-only folder after the temp file was made
+        log.warning("could not remove the temp file %s: %s", path, os_error_cause(exc))
+
+
 @contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; it replaces `path` only if the block finishes without error."""
+    """Open a temp file beside `path`; it replaces `path` only if the block finishes without error.
+
+    A failed write (the block raises, or the file system does: no space left, permission, read-only) removes the
+    temp file and leaves `path` as it was; a file system error is raised as :class:`WriteError` naming `path` and
+    the cause. An OSError the block raises about another file (its ``filename`` set) passes through unchanged."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding}
         with open(tmp, mode, **kwargs) as fh:
@@ -122,10 +190,18 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as exc:
+        _remove_quietly(tmp)
+        if (isinstance(exc, OSError) and not isinstance(exc, WriteError)
+                and exc.filename in (None, tmp, str(path))):
+            raise WriteError(path, exc) from exc
         raise
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (:func:`atomic_open`: a failure names the file and the cause)."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
 
 
 def write_jsonl_atomic(path: PathLike, rows: Iterable[dict[str, Any]]) -> int:

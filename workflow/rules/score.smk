@@ -3,6 +3,7 @@
 rule score:
     input:
         predictions=LAYOUT.predictions(WC),
+        test=LAYOUT.data("{task}", "test"),
         databases=score_database_files,
     output:
         metrics=LAYOUT.metrics(WC),
@@ -22,6 +23,7 @@ rule score:
         metrics=lambda wc: task_metric_names(wc.task),
         database_dir=lambda wc: spider_database_dir(wc.task) if uses_database(wc.task) else None,
         exec_timeout_s=SCORE_EXEC_TIMEOUT_S,
+        max_examples=config["predict"]["max_examples"],
         run=lambda wc: wc_run(wc).wildcards(),
     script:
         "../scripts/score.py"

@@ -3,10 +3,12 @@
 The run's identity (task, model, method, length, demos, seed) comes from params.run only; metrics.json carries
 it, one key per field, and the reports read it from there. `decoding_budget`: how many references the run's
 max_new_tokens cannot reach (iclpt.data.tasks.base.reference_budget over the prediction lines' ref_tokens; null
-for prediction files written before they carried them)."""
+for prediction files written before they carried them). The predictions must be this run's, for exactly the test
+split's examples the predict rule decoded (its first predict.max_examples): else the job stops naming the file and
+the missing / extra ids (iclpt.evaluation.metrics.check_predictions_match)."""
 
 from iclpt.data.tasks.base import reference_budget
-from iclpt.evaluation.metrics import load_predictions, score_predictions
+from iclpt.evaluation.metrics import check_predictions_match, load_predictions, score_predictions
 from iclpt.io import logged, provenance, write_json_atomic, write_jsonl_atomic
 from iclpt.orchestration.layout import RUN_FIELDS
 
@@ -20,6 +22,7 @@ with logged(sm.log[0] if sm.log else None, "score") as log:
         "run": run,
     }
     rows = load_predictions(sm.input.predictions)
+    check_predictions_match(rows, sm.input.predictions, sm.input.test, sm.params.max_examples, run)
     body, scores = score_predictions(
         rows,
         params["metrics"],

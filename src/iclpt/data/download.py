@@ -4,10 +4,13 @@
 `<download_dir>/<task>/`: plain files under their own name, archives unpacked as they are (their top folder
 kept), so a task's `files` (relative to `<download_dir>/<task>/`) are the paths inside the official release,
 e.g. `spider_data/train_spider.json`. Steps: each file is streamed into a temp folder beside the target
-(`<download_dir>/.tmp-<task>-*`), its sha256 is computed and compared with the spec's (when the spec has one;
-otherwise the computed checksum is recorded in the manifest on first download, and pinning it in the spec
-makes later downloads verify it), archives are unpacked with every member checked (no absolute paths, no `..`,
-no links or devices), `manifest.json` is written last, and the folder is renamed into place in one step.
+(`<download_dir>/.tmp-<task>-*`) and checked against the size the server announces (a transfer cut short is resumed
+with a Range request, or fetched again, up to 3 tries; then `IncompleteDownload`), its sha256 is computed and
+compared with the spec's when the spec has one (a mismatch is fetched once more, then fails; otherwise the
+computed checksum is recorded in the manifest on first download, and pinning it in the spec makes later
+downloads verify it), archives are unpacked with every member checked (no absolute paths, no `..`,
+no links or devices), `manifest.json` is written last, and the folder is renamed into place in one step. A
+failure keeps nothing: no task folder, no manifest, no temp folder.
 
 `base_url` (or the environment variable ICLPT_DOWNLOAD_BASE_URL, read by the Snakemake rule) replaces the
 origin of every URL: the file is then fetched from `<base_url>/<name>` (a mirror, or a local server in tests)
@@ -33,6 +36,7 @@ a data_root and use `source: local`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -45,6 +49,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from iclpt.data.tasks import TASKS, get_task
 from iclpt.data.tasks.base import DownloadSpec, RemoteFile
@@ -84,14 +89,22 @@ def is_drive_url(url: str) -> bool:
     return host in DRIVE_HOSTS
 
 
-def fetch_any(url: str, dest: Path, *, timeout: float = 60.0) -> int:
-    """`fetch`, or `iclpt.data.gdrive.fetch_drive` for a Drive URL; return the byte count."""
+def fetch_any(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 2) -> int:
+    """`fetch`, or `iclpt.data.gdrive.fetch_drive` for a Drive URL; return the byte count. A Drive transfer cut
+    short is fetched again (up to `retries` times), then its DriveTransferIncomplete propagates."""
     if is_drive_url(url):
         from iclpt.data import gdrive
 
-        gdrive.fetch_drive(url, dest, timeout=timeout)  # GoogleDriveError propagates with Drive's reason
-        return Path(dest).stat().st_size
-    return fetch(url, dest, timeout=timeout)
+        for attempt in range(retries + 1):
+            try:
+                gdrive.fetch_drive(url, dest, timeout=timeout)  # GoogleDriveError propagates with Drive's reason
+                return Path(dest).stat().st_size
+            except gdrive.DriveTransferIncomplete as exc:
+                if attempt == retries:
+                    raise
+                log.warning("%s; fetching it again (try %d of %d)", exc, attempt + 2, retries + 1)
+                time.sleep(RETRY_WAIT_S * (attempt + 1))
+    return fetch(url, dest, timeout=timeout, retries=retries)
 
 
 def sha256_file(path: Path) -> str:
@@ -102,25 +115,98 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: seconds to wait before retry n (n = 0, 1, ...): RETRY_WAIT_S * (n + 1)
+RETRY_WAIT_S = 1.0
+
+
+class IncompleteDownload(DownloadError):
+    """The server sent fewer bytes than it announced (the connection closed early)."""
+
+
+def expected_size(resp: Any, offset: int) -> int | None:
+    """The file's full size from a response: Content-Range's total (a 206 answer to a Range request), else
+    ``offset`` + Content-Length; None when the server announces neither (then only a pinned sha256 can tell)."""
+    crange = resp.headers.get("Content-Range") or ""
+    if resp.status == 206 and "/" in crange:
+        total = crange.rsplit("/", 1)[1].strip()
+        if total.isdigit():
+            return int(total)
+    length = resp.headers.get("Content-Length")
+    if length is not None and length.strip().isdigit():
+        return offset + int(length)
+    return None
+
+
+def _resume_offset(resp: Any, offset: int) -> int:
+    """Where the body of `resp` starts in the file: ``offset`` for a 206 that starts there, 0 for a full answer
+    (a server that ignores Range sends the whole file again)."""
+    if offset and resp.status == 206:
+        crange = resp.headers.get("Content-Range") or ""
+        start = crange.removeprefix("bytes ").split("-", 1)[0].strip()
+        if start.isdigit() and int(start) == offset:
+            return offset
+        raise IncompleteDownload(f"unexpected Content-Range {crange!r} for a resume at byte {offset}")
+    return 0
+
+
 def fetch(url: str, dest: Path, *, timeout: float = 60.0, retries: int = 2) -> int:
-    """Stream `url` into `dest`; return the byte count. HTTP errors raise DownloadError naming url and status."""
-    req = urllib.request.Request(url, headers={"User-Agent": "iclpt-download/0.1"})
+    """Stream `url` into `dest`; return the byte count. HTTP errors raise DownloadError naming url and status.
+
+    The bytes received are checked against the size the server announces (Content-Length, or the total of
+    Content-Range): a connection that closes early is resumed with a Range request where the server allows it
+    (else the file is fetched again), up to `retries` times; then :class:`IncompleteDownload` names the url and
+    both byte counts, and `dest` is removed (a short file is never left to be checksummed or recorded)."""
+    dest = Path(dest)
+    have = 0  # bytes of the file already in dest (a prefix), where the next try resumes
+    short = ""  # the last try's short transfer, if that is why it failed
     for attempt in range(retries + 1):
+        headers = {"User-Agent": "iclpt-download/0.1"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp, open(dest, "wb") as out:
-                n = 0
-                for chunk in iter(lambda: resp.read(CHUNK), b""):
-                    out.write(chunk)
-                    n += len(chunk)
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+                start = _resume_offset(resp, have)
+                total = expected_size(resp, start)
+                n = start
+                with open(dest, "r+b" if start else "wb") as out:
+                    out.seek(start)
+                    out.truncate()
+                    for chunk in iter(lambda: resp.read(CHUNK), b""):
+                        out.write(chunk)
+                        n += len(chunk)
+            if total is None or n == total:
                 return n
+            have = n if n < total else 0  # more than announced: start over
+            last = short = f"received {n} of {total} bytes (the connection closed early)"
         except urllib.error.HTTPError as exc:
-            if exc.code < 500 or attempt == retries:
+            if exc.code == 416 and have:  # the resume point is not in the file any more: start over
+                have, last, short = 0, f"HTTP 416 for a resume at byte {have}", ""
+            elif exc.code < 500 or attempt == retries:
+                _discard(dest)
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            if attempt == retries:
-                raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
-        time.sleep(1.0 + attempt)
-    raise AssertionError("unreachable")
+            else:
+                last, short = f"HTTP {exc.code} {exc.reason}", ""
+        except IncompleteDownload as exc:  # a resume answered from the wrong offset: start over
+            have, last, short = 0, str(exc), ""
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            last, short = str(getattr(exc, "reason", None) or exc or type(exc).__name__), ""
+            have = dest.stat().st_size if dest.exists() else 0
+        if attempt < retries:
+            log.warning("%s: %s; %s (try %d of %d)", url, last,
+                        f"resuming at byte {have}" if have else "fetching it again", attempt + 2, retries + 1)
+            time.sleep(RETRY_WAIT_S * (attempt + 1))
+    _discard(dest)
+    if short:
+        raise IncompleteDownload(f"{url}: incomplete download: {short}, after {retries + 1} tries; nothing was "
+                                 "kept")
+    raise DownloadError(f"{url}: {last} (after {retries + 1} tries)")
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _safe_member(name: str, strip: str) -> PurePosixPath | None:
@@ -194,6 +280,21 @@ def unpack(archive: Path, kind: str, dest: Path, strip: str = "") -> list[str]:
     return sorted(written)
 
 
+def _fetch_verified(f: RemoteFile, url: str, local: Path, *, plain: bool, timeout: float) -> tuple[int, str]:
+    """(bytes, sha256) of `url` fetched into `local` (complete: :func:`fetch` checks the announced size); a
+    pinned sha256 that does not match is fetched once more (a transfer cut short without a Content-Length shows
+    only there), then raises DownloadError and removes `local`."""
+    for attempt in range(2):
+        nbytes = fetch(url, local, timeout=timeout) if plain else fetch_any(url, local, timeout=timeout)
+        digest = sha256_file(local)
+        if not f.sha256 or digest.lower() == f.sha256.lower():
+            return nbytes, digest
+        if attempt == 0:
+            log.warning("%s: sha256 %s, expected %s (%d bytes); fetching it again", url, digest, f.sha256, nbytes)
+    local.unlink(missing_ok=True)
+    raise DownloadError(f"{url}: sha256 mismatch: expected {f.sha256}, got {digest} ({nbytes} bytes)")
+
+
 def download_spec(spec: DownloadSpec, download_dir: str | Path, base_url: str | None = None,
                   timeout: float = 60.0) -> Path:
     """Fetch, verify and unpack `spec` into `<download_dir>/<task>/`; return the manifest path (written last)."""
@@ -212,10 +313,7 @@ def download_spec(spec: DownloadSpec, download_dir: str | Path, base_url: str | 
             log.info("fetching %s", url)
             local = raw / f.name
             # an overridden URL (base_url: a mirror) is always a plain fetch
-            nbytes = fetch(url, local, timeout=timeout) if base_url else fetch_any(url, local, timeout=timeout)
-            digest = sha256_file(local)
-            if f.sha256 and digest.lower() != f.sha256.lower():
-                raise DownloadError(f"{url}: sha256 mismatch: expected {f.sha256}, got {digest} ({nbytes} bytes)")
+            nbytes, digest = _fetch_verified(f, url, local, plain=bool(base_url), timeout=timeout)
             if f.archive:
                 members = unpack(local, f.archive, work, f.strip)
                 if not members:

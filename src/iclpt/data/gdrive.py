@@ -6,7 +6,9 @@ and hidden inputs (``id``, ``export``, ``confirm``, ``uuid``, ...) make the real
 download URL.  As gdown does, the follow-up URL is the form action with the
 hidden inputs merged into its query string (older pages offer an
 ``/uc?export=download&confirm=...`` link instead).  Any HTML after following,
-or a quota / refusal page, raises :class:`GoogleDriveError`.
+or a quota / refusal page, raises :class:`GoogleDriveError`; a file body shorter
+than its Content-Length raises :class:`DriveTransferIncomplete` (nothing kept;
+``iclpt.data.download.fetch_any`` tries again).
 """
 
 from __future__ import annotations
@@ -107,12 +109,31 @@ def _default_opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
 
-def _stream(first: bytes, body: BinaryIO, dest: Path) -> None:
+class DriveTransferIncomplete(GoogleDriveError):
+    """Drive sent fewer bytes than its Content-Length (the connection closed early)."""
+
+
+def _stream(first: bytes, body: BinaryIO, dest: Path, expected: int | None = None, url: str = "") -> None:
+    """``first`` + the rest of ``body`` into ``dest`` (through ``dest.part``); with ``expected`` (Content-Length)
+    a short body raises :class:`DriveTransferIncomplete` and leaves neither file."""
     tmp = dest.with_name(dest.name + ".part")
-    with tmp.open("wb") as out:
-        out.write(first)
-        shutil.copyfileobj(body, out, _CHUNK)
-    os.replace(tmp, dest)
+    try:
+        with tmp.open("wb") as out:
+            out.write(first)
+            shutil.copyfileobj(body, out, _CHUNK)
+            n = out.tell()
+        if expected is not None and n != expected:
+            raise DriveTransferIncomplete(f"{url}: incomplete download: received {n} of {expected} bytes (the "
+                                          "connection closed early)")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    value = (headers.get("Content-Length") or "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def fetch_drive(
@@ -129,7 +150,7 @@ def fetch_drive(
         with opener.open(url, timeout=timeout) as resp:
             head = resp.read(_SNIFF)
             if not is_html_response(head, resp.headers):
-                _stream(head, resp, dest_path)
+                _stream(head, resp, dest_path, _content_length(resp.headers), url)
                 return dest_path
             page = (head + resp.read()).decode("utf-8", errors="replace")
             next_url = confirmation_url(page, resp.geturl()) if attempt == 0 else None

@@ -8,7 +8,9 @@ starts afresh.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -93,13 +97,53 @@ def set_rng_state(state: dict[str, Any], device: torch.device | str | None = Non
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_checkpoint(path, state)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
+def load_checkpoint(path: Path, required: Sequence[str] = ()) -> dict[str, Any] | None:
+    return read_checkpoint(path, required)
+
+
+# ---- writing and reading a checkpoint file: failures name it ---------------------------------------------------
+def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Serialise ``state`` in memory, then write it atomically (:func:`iclpt.io.write_bytes_atomic`): a full disk,
+    a permission or a read-only file system raises :class:`iclpt.io.WriteError` naming ``path`` and the cause, and
+    leaves the previous checkpoint and no temp file."""
+    from iclpt.io import write_bytes_atomic
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def read_checkpoint(path: Path, required: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The state in ``path``, or None when there is none or it cannot be used: a file that does not load
+    (truncated, emptied, overwritten), or that is not a dict holding every key in ``required``, is discarded
+    (:func:`discard_checkpoint`: removed, with a warning naming it) so that training starts afresh instead of
+    failing on every rerun."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch / pickle / zipfile raise many kinds for a damaged file
+        discard_checkpoint(path, f"it does not load ({type(exc).__name__}: {exc})")
+        return None
+    if not isinstance(state, dict):
+        discard_checkpoint(path, f"it holds a {type(state).__name__}, not a checkpoint")
+        return None
+    missing = [k for k in required if k not in state]
+    if missing:
+        discard_checkpoint(path, f"it lacks {', '.join(missing)}")
+        return None
+    return state
+
+
+def discard_checkpoint(path: Path, reason: str) -> None:
+    """Remove an unusable checkpoint file, with a warning naming it and why (training restarts from step 0)."""
+    log.warning("checkpoint %s is unusable: %s; it was removed and training restarts from step 0", path, reason)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # the next save replaces it, or names why it cannot
+        log.warning("could not remove %s (%s)", path, exc)

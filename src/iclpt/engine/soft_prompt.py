@@ -155,9 +155,9 @@ def save_prompt(path: str | os.PathLike[str], weight: torch.Tensor, metadata: di
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {str(k): json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(safetensors_bytes({PROMPT_KEY: weight}, meta))
-    os.replace(tmp, path)
+    from iclpt.io import write_bytes_atomic
+
+    write_bytes_atomic(path, safetensors_bytes({PROMPT_KEY: weight}, meta))
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
@@ -255,10 +255,10 @@ def export_peft(out_dir: str | os.PathLike[str], weight: torch.Tensor, model_con
         "tokenizer_kwargs": None,
         "tokenizer_name_or_path": None,
     }
-    tmp = out_dir / ".adapter_model.safetensors.tmp"
-    tmp.write_bytes(safetensors_bytes({"prompt_embeddings": weight}, {"format": "pt"}))
-    os.replace(tmp, out_dir / "adapter_model.safetensors")
-    from iclpt.io import write_json_atomic
+    from iclpt.io import write_bytes_atomic, write_json_atomic
+
+    write_bytes_atomic(out_dir / "adapter_model.safetensors",
+                       safetensors_bytes({"prompt_embeddings": weight}, {"format": "pt"}))
 
     write_json_atomic(out_dir / "adapter_config.json", cfg)
 

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from iclpt.engine.checkpoint import (
+    discard_checkpoint,
     job_checkpoint_dir,
     load_checkpoint,
     resolved_key_params,
@@ -274,11 +275,34 @@ def loss_scaler(run: TrainRun) -> torch.amp.GradScaler | None:
     return torch.amp.GradScaler(run.device.type) if run.precision == "fp16" else None
 
 
+#: what a training checkpoint must hold (:func:`_checkpoint_state`); one without them is discarded
+CHECKPOINT_KEYS = ("step", "prompt", "optimizer", "scheduler", "data", "rng", "best_prompt", "best_step",
+                   "best_dev_loss", "log")
+
+
+class CheckpointUnusable(RuntimeError):
+    """A checkpoint loaded but could not be restored into the run (it was discarded)."""
+
+
 def resume(st: TrainState, ckpt_path: Path, device: torch.device) -> bool:
-    """Restore ``st`` from ``ckpt_path`` if it exists; True when it did."""
-    state = load_checkpoint(ckpt_path)
+    """Restore ``st`` from ``ckpt_path`` if it exists and is usable; True when it did. A checkpoint that does not
+    load is discarded with a warning (False); one that loads but does not fit the run (a prompt of another
+    shape, a broken optimizer state, ...) is discarded too and raises :class:`CheckpointUnusable` (``st`` may be
+    half restored: start afresh)."""
+    state = load_checkpoint(ckpt_path, CHECKPOINT_KEYS)
     if state is None:
         return False
+    try:
+        _restore(st, state, device)
+    except Exception as exc:
+        discard_checkpoint(ckpt_path, f"it does not fit this run ({type(exc).__name__}: {exc})")
+        raise CheckpointUnusable(str(ckpt_path)) from exc
+    return True
+
+
+def _restore(st: TrainState, state: dict[str, Any], device: torch.device) -> None:
+    if tuple(state["prompt"].shape) != tuple(st.prompt.shape):
+        raise ValueError(f"prompt shape {tuple(state['prompt'].shape)}, this run's is {tuple(st.prompt.shape)}")
     with torch.no_grad():
         st.prompt.copy_(state["prompt"].to(device))
     st.opt.load_state_dict(state["optimizer"])
@@ -293,7 +317,6 @@ def resume(st: TrainState, ckpt_path: Path, device: torch.device) -> bool:
     st.rows = list(state["log"])
     st.tokens_seen = int(state.get("tokens", 0))
     st.initial_dev = float(state.get("initial_dev_loss", math.nan))
-    return True
 
 
 def _checkpoint_state(st: TrainState) -> dict[str, Any]:
@@ -395,10 +418,17 @@ def train_prompt(model: torch.nn.Module, init_prompt: torch.Tensor, train_exampl
     say = log or (lambda s: None)
     t0 = time.time()
     run = TrainRun(model, train_examples, dev_examples, cfg, pad_id, device, precision)
+    rng_before = rng_state(device)
     st = start_training(run, init_prompt, seed)
     ckpt_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir else None
     model.eval()
-    start_or_resume(run, st, ckpt_path, init_prompt, initial_dev_loss, say)
+    try:
+        start_or_resume(run, st, ckpt_path, init_prompt, initial_dev_loss, say)
+    except CheckpointUnusable as exc:  # discarded (warning logged): the run starts afresh, as if it had none
+        say(f"checkpoint {exc} discarded; training restarts from step 0")
+        set_rng_state(rng_before, device)
+        st = start_training(run, init_prompt, seed)
+        start_or_resume(run, st, None, init_prompt, initial_dev_loss, say)
     st.last_dev = st.rows[-1].get("dev_loss", math.nan) if st.rows else math.nan
     while st.step < cfg.max_steps:
         row = train_step(run, st)

@@ -25,11 +25,15 @@ examples, what it needs (the task's databases), whether higher is better and whi
   missing ``db_id``, a missing database file or an unparsable *gold* is *not evaluated* (``n_skipped`` with the
   reason).
 * ``execution_accuracy`` (Spider): ``iclpt.evaluation.spider_eval.execution_match`` (the official ``--etype exec``
-  defaults) on ``<database_dir>/<db_id>/<db_id>.sqlite`` opened read-only with a per-query timeout: DISTINCT
-  removed from both queries, result rows compared as multisets up to a permutation of columns, as ordered lists
-  only when the gold contains ``order by``. Invalid SQL or a timeout of the *prediction* is wrong. A missing
-  ``db_id``, a missing database file or a gold query that fails is *not evaluated* (counted in ``n_skipped``
-  with the reason). With several references, correct when any evaluable one matches.
+  defaults) on ``<database_dir>/<db_id>/<db_id>.sqlite`` opened on a connection that cannot write (no ATTACH,
+  VACUUM [INTO], PRAGMA, CREATE, ...: an authorizer; temp storage in memory, SQLite's heap capped) with a per-query
+  timeout: DISTINCT removed from both queries, result rows compared as multisets up to a permutation of columns, as
+  ordered lists only when the gold contains ``order by``. The prediction is fetched row by row and stopped once it
+  holds more rows or data than the largest gold result (it could no longer compare equal). Invalid SQL, a refused
+  statement, a result too large, running out of memory or a timeout of the *prediction* is wrong (the reason is
+  counted in ``details.wrong_reasons``). A missing ``db_id``, a missing database file or a gold query that fails is
+  *not evaluated* (counted in ``n_skipped`` with the reason). With several references, correct when any evaluable
+  one matches.
 * ``bleu``: ``sacrebleu.corpus_bleu`` (default 13a tokenisation, exp smoothing) with all references. When examples
   have different numbers of references the shorter reference lists are padded with ``None``, which sacrebleu 2.x
   drops per segment (an empty string would instead count as a zero-length reference and distort the brevity
@@ -259,8 +263,11 @@ def execution_accuracy(
     """Fraction (x100) of evaluable examples whose predicted SQL returns the gold result (see module doc)."""
     from iclpt.evaluation.spider_sql.execution import (
         QueryFailed,
+        QueryRefused,
+        ResultTooLarge,
         postprocess,
         remove_distinct,
+        result_size,
         results_equal,
         run_query,
     )
@@ -291,11 +298,14 @@ def execution_accuracy(
             reasons["gold SQL failed to execute"] += 1
             per.append(None)
             continue
-        # the same steps as spider_eval.execution_match, with the gold rows cached and the failure reason kept
+        # the same steps as spider_eval.execution_match, with the gold rows cached and the failure reason kept; the
+        # prediction may hold no more rows / data than the largest gold result (more can never compare equal)
+        gold_rows = [gold_cache[(db_id, ref)] or [] for ref in golds]
         try:
-            rows = run_query(path, remove_distinct(postprocess(pred)), timeout_s)
-        except QueryFailed as exc:  # sqlite3 reports an interrupt by the progress handler as "interrupted"
-            wrong["prediction timed out" if "interrupted" in str(exc).lower() else "prediction invalid SQL"] += 1
+            rows = run_query(path, remove_distinct(postprocess(pred)), timeout_s,
+                             max_rows=max(len(g) for g in gold_rows), max_size=max(result_size(g) for g in gold_rows))
+        except QueryFailed as exc:
+            wrong[_query_failure(exc, QueryRefused, ResultTooLarge)] += 1
             per.append(0.0)
             continue
         ok = any(results_equal(gold_cache[(db_id, ref)] or [], rows,
@@ -304,6 +314,20 @@ def execution_accuracy(
     return _over_evaluated("execution_accuracy", per, reasons, {
         "wrong_reasons": dict(wrong), "timeout_s": timeout_s,
         "semantics": "official test-suite-sql-eval exec (distinct removed, column permutations)"})
+
+
+def _query_failure(exc: Exception, refused: type, too_large: type) -> str:
+    """Why a predicted query counts as wrong (metrics.json ``details.execution_accuracy.wrong_reasons``)."""
+    if isinstance(exc, refused):
+        return "prediction refused (writes, attaches or changes settings)"
+    if isinstance(exc, too_large):
+        return "prediction returns more rows or data than the gold result"
+    text = str(exc).lower()
+    if "interrupted" in text:  # sqlite3 reports an interrupt by the progress handler as "interrupted"
+        return "prediction timed out"
+    if "memory" in text:
+        return "prediction ran out of memory"
+    return "prediction invalid SQL"
 
 
 # ---- the metric registry ---------------------------------------------------------------------------------
@@ -461,6 +485,52 @@ def load_predictions(path: PathLike) -> list[dict[str, Any]]:
             raise DataError(f"{where}: duplicate id {rid!r} (first on line {seen[rid]})")
         seen[rid] = lineno
     return rows
+
+
+#: (prediction line field, run field) pairs that must agree: a predictions file names the run that wrote it
+_RUN_LABELS = (("task", "task"), ("model", "model"), ("method", "method"), ("seed", "seed"),
+               ("prompt_length", "length"), ("demo_source", "demos"))
+
+
+def _nonblank_linenos(path: PathLike) -> list[int]:
+    return [i for i, line in enumerate(Path(path).read_bytes().split(b"\n"), 1) if line.strip()]
+
+
+def _some(ids: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in ids[:n])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > n else "")
+
+
+def check_predictions_match(rows: Sequence[dict[str, Any]], path: PathLike, test_path: PathLike,
+                            max_examples: int | None = None, run: dict[str, Any] | None = None) -> None:
+    """A predictions file must be its run's answer to exactly the test split the predict rule decoded: the ids of
+    the first ``max_examples`` (all when None) examples of ``test_path``, each once, and, with ``run``, every
+    line labelled with the run's task, model, method, seed, prompt length and demo source. Anything else (a file
+    cut short at a line end, another task's or data version's file, another run's file) raises DataError naming
+    the file and the missing / extra ids or the line and label."""
+    if run is not None:
+        for row, lineno in zip(rows, _nonblank_linenos(path)):
+            for field_name, run_key in _RUN_LABELS:
+                if run_key in run and str(row.get(field_name)) != str(run[run_key]):
+                    raise DataError(f"{path}:{lineno}: {field_name} is {row.get(field_name)!r}, this run's is "
+                                    f"{run[run_key]!r} (the predictions of another run?); delete the file so that "
+                                    "predict reruns")
+    test_ids = [str(r["id"]) for r in read_jsonl(test_path, required=("id",))]
+    if max_examples:
+        test_ids = test_ids[: int(max_examples)]
+    got = [str(r["id"]) for r in rows]
+    want, have = set(test_ids), set(got)
+    missing = [i for i in test_ids if i not in have]
+    extra = [i for i in got if i not in want]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} test id(s) missing ({_some(missing)})")
+        if extra:
+            parts.append(f"{len(extra)} id(s) not in the test split ({_some(extra)})")
+        raise DataError(f"{path}: holds {len(got)} predictions, the test split {test_path} has {len(test_ids)} "
+                        f"examples to predict: {'; '.join(parts)} (cut short, or another run's or data version's "
+                        "file?); delete it so that predict reruns")
 
 
 def score_predictions(

@@ -48,9 +48,13 @@ Deliberate differences from the official evaluator:
    foreign_key_list``.
 7. Execution runs on the one given database, not on every ``*.sqlite`` in its
    folder (test-suite mode); with the standard Spider layout that is the same.
-8. Execution uses a read-only connection and a real timeout (progress
-   handler); the official's ``asyncio.wait_for`` cannot interrupt SQLite.
-   A failing or timed-out gold gives ``None`` instead of an assertion error.
+8. Execution uses a connection that cannot write anything anywhere
+   (read-only, no attached databases, an authorizer allowing SELECT, reads
+   and functions only, temp storage in memory, SQLite's heap capped), a real
+   timeout (progress handler; the official's ``asyncio.wait_for`` cannot
+   interrupt SQLite), and fetches the prediction only while it can still
+   equal the gold result (rows and data bounded by the gold's). A failing or
+   timed-out gold gives ``None`` instead of an assertion error.
 9. Column permutations are pruned with every row instead of 20 random rows
    (deterministic; the verdict is the same because pruning only removes
    permutations that cannot match), and enumerated without repeats.

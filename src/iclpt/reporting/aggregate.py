@@ -12,7 +12,7 @@ import pandas as pd
 
 from iclpt.evaluation.metrics import PRIMARY_PREFERENCE
 from iclpt.io import DataError, PathLike, read_json, read_jsonl
-from iclpt.orchestration.layout import METRICS, PREDICTIONS, RUN_FIELDS, SCORES
+from iclpt.orchestration.layout import METRICS, PREDICTIONS, RUN_FIELDS, SCORES, run_path
 from iclpt.orchestration.methods import (
     METHODS,
     REPORT_ORDER,
@@ -64,6 +64,18 @@ def read_metrics(path: PathLike) -> tuple[Run, dict[str, Any]]:
     return run, doc
 
 
+def check_one_file_per_run(named: Iterable[tuple[Run, PathLike]]) -> None:
+    """Each run named by one metrics.json only: two that name the same run (one copied or moved from another run's
+    folder) would count it twice and leave the other run out. DataError naming both files."""
+    seen: dict[Run, PathLike] = {}
+    for run, path in named:
+        if run in seen and Path(seen[run]).resolve() != Path(path).resolve():
+            raise DataError(f"{path}: names the run {run_path(run)}, as {seen[run]} does (a metrics.json copied or "
+                            "moved from another run's folder?); delete the one that is not in its run's folder so "
+                            "that score reruns")
+        seen[run] = path
+
+
 def run_beside(path: PathLike) -> Run:
     """The run of a file in a predictions folder (scores.jsonl, predictions.jsonl): the one its metrics.json names
     (the score rule writes metrics.json and scores.jsonl together)."""
@@ -103,8 +115,9 @@ def budget_notes(runs: pd.DataFrame) -> list[str]:
 def load_runs(metric_files: Iterable[PathLike]) -> pd.DataFrame:
     """Long table of every run: RUN_KEYS + metric, value, n_evaluated, n_skipped, primary."""
     rows = []
-    for f in metric_files:
-        run, doc = read_metrics(f)
+    docs = [(f, *read_metrics(f)) for f in metric_files]
+    check_one_file_per_run((run, f) for f, run, _ in docs)
+    for _, run, doc in docs:
         keys = run._asdict()
         primary = _primary(doc)
         for name, value in doc["metrics"].items():
@@ -274,9 +287,11 @@ def load_per_example(pred_dirs: Iterable[PathLike], need_demo_scores: bool = Tru
     """Per-example scores of runs (prediction folders, each with its metrics.json and scores.jsonl): RUN_KEYS + id,
     metric, value, top_demo_score (demo_scores[0] of predictions.jsonl, or NaN)."""
     rows = []
-    for d in pred_dirs:
-        d = Path(d)
-        keys = read_metrics(d / METRICS)[0]._asdict()
+    pred_dirs = [Path(d) for d in pred_dirs]
+    runs = [read_metrics(d / METRICS)[0] for d in pred_dirs]
+    check_one_file_per_run((run, d / METRICS) for run, d in zip(runs, pred_dirs))
+    for d, run in zip(pred_dirs, runs):
+        keys = run._asdict()
         top: dict[str, float] = {}
         if need_demo_scores and (d / PREDICTIONS).is_file():
             for p in read_jsonl(d / PREDICTIONS, required=("id", "demo_scores")):

@@ -121,7 +121,11 @@ def load_embeddings(path: PathLike, n_rows: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    emb = np.load(path, allow_pickle=False)
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # truncated, emptied or not a .npy at all
+        raise DataError(f"{path}: not a readable .npy array (truncated or corrupt? {exc}); delete it so that it "
+                        "is recomputed") from None
     if emb.ndim != 2 or emb.dtype != np.float32:
         raise DataError(f"{path}: expected a 2-d float32 array, got {emb.dtype} {emb.shape}")
     if not np.isfinite(emb).all():

@@ -20,6 +20,14 @@ class QueryFailed(RuntimeError):
     """The query raised an error or ran past its time limit."""
 
 
+class QueryRefused(QueryFailed):
+    """The query asked for something a scored query may not do (attach, create, write, pragma, ...)."""
+
+
+class ResultTooLarge(QueryFailed):
+    """The query returned more rows (or more data) than can still compare equal to the gold result."""
+
+
 def postprocess(query: str) -> str:
     """Join comparison operators split by a space (official ``postprocess``)."""
     return query.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
@@ -36,21 +44,97 @@ def replace_cur_year(query: str) -> str:
     return _CUR_YEAR.sub("2020", query)
 
 
+#: what a scored query may do (sqlite3 authorizer action codes): read tables and call functions, nothing else.
+#: Everything else is denied: ATTACH / DETACH (also what VACUUM and VACUUM INTO run), every PRAGMA, CREATE /
+#: DROP / ALTER of anything (temp objects and virtual tables included), INSERT / UPDATE / DELETE, transactions,
+#: savepoints, ANALYZE, REINDEX.
+_ALLOWED_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                              getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+#: functions that reach outside the database (load_extension is also disabled on the connection)
+_DENIED_FUNCTIONS = frozenset({"load_extension"})
+#: SQLite's heap (every connection of the process) while scored queries run: a runaway sort, GROUP BY or
+#: recursive CTE fails with "out of memory" instead of taking the job's memory. SQLite only lets a process
+#: lower this limit, so it is set once, to the smaller of this and any limit already in place.
+SQLITE_HEAP_LIMIT_BYTES = 512 * 1024 * 1024
+
+
+def _authorize(action: int, arg1: str | None, arg2: str | None, db_name: str | None, trigger: str | None) -> int:
+    if action not in _ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
 def _connect_read_only(db_path: Path) -> sqlite3.Connection:
+    """A connection that can read ``db_path`` and write nothing anywhere.
+
+    Read-only URI mode, temporary storage in memory (sorts and temp b-trees make no temp files), no attached
+    database allowed (``SQLITE_LIMIT_ATTACHED`` 0), extensions off, and an authorizer that allows SELECT, reading
+    and functions only (so ATTACH, VACUUM [INTO], PRAGMA, CREATE, INSERT, ... are refused before they run)."""
     conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-    conn.text_factory = lambda b: b.decode(errors="ignore")
+    try:
+        conn.text_factory = lambda b: b.decode(errors="ignore")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        limit = conn.execute("PRAGMA hard_heap_limit").fetchone()[0]
+        if not limit or limit > SQLITE_HEAP_LIMIT_BYTES:
+            conn.execute(f"PRAGMA hard_heap_limit = {int(SQLITE_HEAP_LIMIT_BYTES)}")
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        if hasattr(conn, "enable_load_extension"):
+            conn.enable_load_extension(False)
+        conn.set_authorizer(_authorize)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
-def run_query(db_path: str | os.PathLike[str], query: str, timeout_s: float) -> list[Row]:
-    """Execute on a read-only connection, interrupted after ``timeout_s`` seconds."""
+def value_size(v: Any) -> int:
+    """The size a result value counts for in the bound on what a query may hold: characters of text, bytes of a
+    blob, 8 for a number, 0 for NULL (values that compare equal have equal sizes)."""
+    if isinstance(v, (str, bytes)):
+        return len(v)
+    return 0 if v is None else 8
+
+
+def result_size(rows: Sequence[Row]) -> int:
+    """Sum of :func:`value_size` over a result (what :func:`run_query` compares with ``max_size``)."""
+    return sum(value_size(v) for r in rows for v in r)
+
+
+def run_query(db_path: str | os.PathLike[str], query: str, timeout_s: float, max_rows: int | None = None,
+              max_size: int | None = None) -> list[Row]:
+    """Execute on a connection that cannot write (:func:`_connect_read_only`), interrupted after ``timeout_s``
+    seconds. With ``max_rows`` / ``max_size``, fetching stops as soon as the result has more rows, or more
+    data (:func:`result_size`), than that: :class:`ResultTooLarge` (a prediction that can no longer equal the
+    gold result is not held in memory). A refused statement raises :class:`QueryRefused`, any other failure
+    (syntax, interrupt, out of memory, ...) :class:`QueryFailed`."""
     conn = _connect_read_only(Path(db_path))
     deadline = time.monotonic() + timeout_s
     conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+    rows: list[Row] = []
+    size = 0
     try:
-        return [tuple(r) for r in conn.execute(replace_cur_year(query)).fetchall()]
-    except Exception as exc:  # any failure (syntax, interrupt, read-only, ...) counts
+        cur = conn.execute(replace_cur_year(query))
+        if cur.description is None:  # not a query (a statement with nothing to deny, e.g. REINDEX of no index)
+            raise QueryRefused("not a query: the statement returns no result columns")
+        for r in cur:  # one row at a time: nothing past the bound is held
+            if max_rows is not None and len(rows) >= max_rows:
+                raise ResultTooLarge(f"more than {max_rows} rows")
+            if max_size is not None:
+                size += sum(value_size(v) for v in r)
+                if size > max_size:
+                    raise ResultTooLarge(f"more than {max_size} characters / bytes of values")
+            rows.append(tuple(r))
+        return rows
+    except QueryFailed:
+        raise
+    except sqlite3.DatabaseError as exc:
+        if "not authorized" in str(exc) or "authorization denied" in str(exc):
+            raise QueryRefused(str(exc)) from exc
         raise QueryFailed(str(exc)) from exc
+    except Exception as exc:  # any failure (syntax, interrupt, out of memory, ...) counts
+        raise QueryFailed(str(exc) or type(exc).__name__) from exc
     finally:
         conn.close()
 
@@ -118,7 +202,7 @@ def execution_match(
     except QueryFailed:
         return None
     try:
-        pred_rows = run_query(path, pred, timeout_s)
+        pred_rows = run_query(path, pred, timeout_s, max_rows=len(gold_rows), max_size=result_size(gold_rows))
     except QueryFailed:
         return False
     return results_equal(gold_rows, pred_rows, order_matters)
