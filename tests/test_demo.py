@@ -102,3 +102,15 @@ def test_demo_produces_every_table_figure_and_report(demo_run):
         assert text in findings, text
     html = (res / "report.html").read_text(errors="replace")
     assert len(html) > 100_000 and "main.csv" in html
+
+
+def test_every_output_follows_the_umask(demo_run):
+    """Outputs are readable as the user's umask says (a team on a shared file system), not mkstemp's 0600."""
+    import stat
+
+    from iclpt.io import current_umask
+
+    want = 0o666 & ~current_umask()  # the Snakemake subprocess inherits this process's umask
+    files = [p for p in (demo_run / "results" / "demo").rglob("*") if p.is_file() and not p.is_symlink()]
+    bad = [str(p.relative_to(demo_run)) for p in files if stat.S_IMODE(p.stat().st_mode) & 0o666 != want]
+    assert len(files) > 100 and not bad, bad[:20]

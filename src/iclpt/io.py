@@ -169,9 +169,29 @@ def _remove_quietly(path: PathLike) -> None:
         log.warning("could not remove the temp file %s: %s", path, os_error_cause(exc))
 
 
+def current_umask() -> int:
+    """The process's umask: read from /proc/self/status where Linux shows it (no race), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def chmod_default(path: PathLike, directory: bool = False) -> None:
+    """Give a mkstemp / mkdtemp result (0600 / 0700) the mode a plain open / mkdir would have (0666 / 0777 less
+    the umask), so outputs follow the user's umask (readable by a team on a shared file system)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temp file beside `path`; it replaces `path` only if the block finishes without error.
+    """Open a temp file beside `path`; it replaces `path` only if the block finishes without error. The file gets
+    the mode a plain open would give it (the umask applied), not mkstemp's 0600.
 
     A failed write (the block raises, or the file system does: no space left, permission, read-only) removes the
     temp file and leaves `path` as it was; a file system error is raised as :class:`WriteError` naming `path` and
@@ -181,6 +201,7 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        chmod_default(tmp)
     except OSError as exc:
         raise WriteError(path, exc) from exc
     try:

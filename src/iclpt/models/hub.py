@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from iclpt.io import DataError, package_versions, write_json_atomic
+from iclpt.io import DataError, chmod_default, package_versions, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def materialize_snapshot(snapshot: Path, files: Iterable[str], out_dir: str | os
         write_json_atomic(tmp / PROVENANCE_FILE, {**provenance, "model": name, "files": sizes,
                                                    "versions": package_versions(("huggingface_hub", "transformers"))})
         check_folder(tmp, name, kind)
-        os.chmod(tmp, 0o777 & ~_umask())
+        chmod_default(tmp, directory=True)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -145,11 +145,6 @@ def materialize_snapshot(snapshot: Path, files: Iterable[str], out_dir: str | os
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_folder(path: Path, name: str, kind: str) -> None:

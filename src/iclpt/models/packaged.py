@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from iclpt.io import package_versions, write_json_atomic
+from iclpt.io import chmod_default, package_versions, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +226,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _chmod_default(path: Path, directory: bool = False) -> None:
-    """Give a mkstemp/mkdtemp result (0600/0700) the permissions a plain open/mkdir would (umask applied)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    """:func:`iclpt.io.chmod_default`, a failure ignored (a cache folder owned by another user stays as it is)."""
     with contextlib.suppress(OSError):
-        os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+        chmod_default(path, directory)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from iclpt.io import chmod_default
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<pad>"
 ARCHITECTURES = ("gpt2", "opt", "bloom", "llama", "gemma3")
@@ -191,6 +193,7 @@ def build_tiny_model(texts: Sequence[str], out_dir: str | os.PathLike[str], arch
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    chmod_default(tmp, directory=True)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -200,6 +203,8 @@ def build_tiny_model(texts: Sequence[str], out_dir: str | os.PathLike[str], arch
             "max_positions": max_positions, "seed": seed, "n_texts": len(texts),
             **({"sliding_window": sliding_window} if architecture == "gemma3" else {})},
             indent=2, sort_keys=True) + "\n")
+        for f in tmp.iterdir():  # save_pretrained writes the weights 0600
+            chmod_default(f)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
