@@ -68,7 +68,7 @@ from iclpt.engine.packed_linear import packed_linears
 from iclpt.models.loading import autocast
 
 #: rows per batch of ``batch_size="auto"`` on a CPU (the measured best on SmolLM2-135M, benchmarks/README.md)
-CPU_BATCH_SIZE = 64
+CPU_BATCH_SIZE = 32
 #: where ``batch_size="auto"`` starts on CUDA (halved on out-of-memory; never more than the rows there are)
 MAX_AUTO_BATCH_SIZE = 512
 
