@@ -105,6 +105,7 @@ bench-full: install
 	@echo "load average at start: $$(cut -d' ' -f1-3 /proc/loadavg)"
 	$(OFFLINE) $(BIN)/python benchmarks/bench_train.py --precisions bf16 fp32 --steps 3
 	$(OFFLINE) $(BIN)/python benchmarks/bench_decode.py --repeats 3
+	$(OFFLINE) $(BIN)/python benchmarks/bench_grouped.py --batch-sizes 16 32 64 128 --repeats 2
 	@echo "load average at end: $$(cut -d' ' -f1-3 /proc/loadavg)"
 
 clean-demo:
