@@ -42,7 +42,7 @@ def test_mixed_dtype_load_equals_fp32_load_then_precast(arch, precision, dtype):
 
 
 _PEAK = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     sys.path.insert(0, {src!r})
     import torch
     from transformers import AutoModelForCausalLM
@@ -55,7 +55,8 @@ _PEAK = textwrap.dedent("""
     else:  # the old way: a float32 model, then its matmul weights rounded
         model = AutoModelForCausalLM.from_pretrained({path!r}, dtype=torch.float32)
         precast_for_autocast(model)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this image's peak RSS (getrusage's ru_maxrss survives exec: it would report a big parent's)
+    peak = int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM:")).split()[1]) * 1024
     print(json.dumps({{"base": base, "peak": peak}}))
 """)
 
