@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from tiny_engine import ARCHS, load, tiny_model_dir
+from tiny_engine import ARCHS, left_pad, load, tiny_model_dir
 
 from iclpt.engine.generation import greedy_generate
 from iclpt.engine.prompting import Encoder, Template, build_examples, make_batch
@@ -26,16 +26,6 @@ CPU = torch.device("cpu")
 TPL = Template("Input", "Output")
 DEMOS = [("red cat", "the red cat."), ("a big dog", "the big dog.")]
 LONG = "the old dog sleeps in the big house with a red bird and the small cat eats a fish"
-
-
-def _left_pad(rows, pad_id):
-    T = max(map(len, rows))
-    ids = torch.full((len(rows), T), int(pad_id))
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, T - len(r):] = torch.tensor(r)
-        mask[i, T - len(r):] = 1
-    return ids, mask
 
 
 def _module_embed(model, ids):
@@ -153,7 +143,7 @@ def test_encoded_rows_with_prompt_give_peft_logits_in_a_padded_batch(arch):
     exs = [enc.encode("a fish", DEMOS, n_virtual=5, max_length=128, max_new_tokens=4),
            enc.encode(LONG, n_virtual=5, max_length=128, max_new_tokens=4),
            enc.encode("red", [DEMOS[0]], n_virtual=5, max_length=128, max_new_tokens=4)]
-    ids, mask = _left_pad([e.ids for e in exs], tok.pad_token_id)
+    ids, mask = left_pad([e.ids for e in exs], tok.pad_token_id)
     e, a, p = assemble_inputs(model, prompt, ids, mask)
     if arch == "gemma3":  # [pad][P][<bos>][text]: the BOS embedding right after the prompt
         for i, ex in enumerate(exs):
@@ -189,7 +179,7 @@ def test_sliding_window_with_left_padding_and_the_cache():
     assert greedy_generate(model, prompt, rows, 10, pad, use_cache=False) == single
     assert len({tuple(s) for s in single}) > 1
 
-    ids, mask = _left_pad(rows, pad)
+    ids, mask = left_pad(rows, pad)
     e, a, p = assemble_inputs(model, prompt, ids, mask)
     for i, r in enumerate(rows):  # positions count from the prompt, whatever the padding
         assert p[i, ids.shape[1] - len(r):].tolist() == list(range(3 + len(r)))

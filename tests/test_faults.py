@@ -426,23 +426,10 @@ def test_a_drive_transfer_cut_short_leaves_no_file(tmp_path, flaky_server):
 
 # ==== 3a. a checkpoint that cannot be used is discarded, naming it; training restarts and ends as a fresh run ====
 def _train_files(folder: Path) -> Path:
-    import random
-
-    from test_training import _inputs, _write
+    from test_training import write_job_files
 
     folder.mkdir(parents=True, exist_ok=True)
-    train = [{"id": f"tr{i}", "split": "train", "input": x, "target": f"the {x}.", "references": [f"the {x}."],
-              "meta": {}} for i, x in enumerate(_inputs(24, 7))]
-    dev = [{"id": f"dv{i}", "split": "dev", "input": x, "target": f"the {x}.", "references": [f"the {x}."],
-            "meta": {}} for i, x in enumerate(_inputs(6, 8))]
-    _write(folder / "train.jsonl", train)
-    _write(folder / "dev.jsonl", dev)
-    rng = random.Random(0)
-    for split, rows in (("train", train), ("dev", dev)):
-        _write(folder / f"ret_{split}.jsonl",
-               [{"id": r["id"], "demo_ids": [r["id"]] + rng.sample([t["id"] for t in train], 2),
-                 "scores": [1.0, 0.5, 0.2], "retriever": "dense", "config": {}} for r in rows])
-    return folder
+    return write_job_files(folder)
 
 
 def _train(d: Path, out: Path, ckpt: Path, **kw):

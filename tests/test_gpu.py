@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_engine import ARCHS, load, tiny_model_dir
+from tiny_engine import ARCHS, kill_at_checkpoint, left_pad, load, tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_CUDA = (f"no CUDA device: torch {torch.__version__} (CUDA build: {torch.version.cuda}) sees none. "
@@ -47,12 +47,7 @@ def _on_cuda(arch: str, init_std: float | None = None):
 
 
 def _left_pad(rows, pad_id):
-    T = max(map(len, rows))
-    ids = torch.full((len(rows), T), int(pad_id))
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, T - len(r):] = torch.tensor(r)
-        mask[i, T - len(r):] = 1
+    ids, mask = left_pad(rows, pad_id)
     return ids.to(CUDA), mask.to(CUDA)
 
 
@@ -195,17 +190,7 @@ def test_cuda_sigkilled_training_job_resumes_to_the_same_prompt(tmp_path):
     kw = _job_files(tmp_path)
     killed = {**kw, "out_dir": str(tmp_path / "killed")}
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_JOB.format(src=str(ROOT / "src")), json.dumps(killed)])
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            states = list((tmp_path / "ckpt").glob("*/state.pt"))
-            if states and torch.load(states[0], weights_only=False)["step"] >= 10:
-                break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_at_checkpoint(proc, tmp_path / "ckpt", min_step=10, timeout=240)
     assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
     resumed = train_job(**killed)
     assert 10 <= resumed["resumed_from_step"] < 40 and resumed["ran_on"]["device"] == "cuda"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from tiny_engine import ARCHS, load, tiny_model_dir
+from tiny_engine import ARCHS, kill_at_checkpoint, load, tiny_model_dir
 
 from iclpt.engine.generation import generate_texts, greedy_generate, stop_token_ids
 from iclpt.engine.prompting import IGNORE, Encoder, Template, make_batch
@@ -119,20 +119,26 @@ def _write(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-@pytest.fixture()
-def job_files(tmp_path):
+def write_job_files(folder):
+    """A training job's files in `folder`: train / dev JSONL and their retrieval files (the top demo is the row
+    itself, then two seeded random train rows)."""
     train = [{"id": f"tr{i}", "split": "train", "input": x, "target": f"the {x}.", "references": [f"the {x}."],
               "meta": {}} for i, x in enumerate(_inputs(24, 7))]
     dev = [{"id": f"dv{i}", "split": "dev", "input": x, "target": f"the {x}.", "references": [f"the {x}."],
             "meta": {}} for i, x in enumerate(_inputs(6, 8))]
-    _write(tmp_path / "train.jsonl", train)
-    _write(tmp_path / "dev.jsonl", dev)
+    _write(folder / "train.jsonl", train)
+    _write(folder / "dev.jsonl", dev)
     rng = random.Random(0)
     for split, rows in (("train", train), ("dev", dev)):
-        _write(tmp_path / f"ret_{split}.jsonl",
+        _write(folder / f"ret_{split}.jsonl",
                [{"id": r["id"], "demo_ids": [r["id"]] + rng.sample([t["id"] for t in train], 2),
                  "scores": [1.0, 0.5, 0.2], "retriever": "dense", "config": {}} for r in rows])
-    return tmp_path
+    return folder
+
+
+@pytest.fixture()
+def job_files(tmp_path):
+    return write_job_files(tmp_path)
 
 
 def _base_params():
@@ -269,11 +275,9 @@ def _long_params(**over):
 
 def test_killed_subprocess_resumes_to_the_same_prompt(job_files, monkeypatch):
     """A real SIGKILL mid-run; the rerun continues from the last checkpoint and matches an uninterrupted run."""
-    import os
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     from iclpt.engine.soft_prompt import load_prompt
@@ -282,17 +286,7 @@ def test_killed_subprocess_resumes_to_the_same_prompt(job_files, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "_params", _long_params)
     script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), d=str(d), model=tiny_model_dir("gpt2"))
     proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            states = list((d / "ckpt_kill").glob("*/state.pt"))
-            if states and torch.load(states[0], weights_only=False)["step"] >= 10:
-                break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_at_checkpoint(proc, d / "ckpt_kill", min_step=10, timeout=120)
     assert proc.returncode == -signal.SIGKILL, "the child finished before it could be killed"
     assert not (d / "killed" / "prompt.safetensors").exists()
     resumed = _run(d, d / "killed", d / "ckpt_kill")

@@ -49,3 +49,38 @@ def load(arch: str, hidden: int = 32, init_std: float | None = None):
     from iclpt.models.loading import load_model
 
     return load_model(tiny_model_dir(arch, hidden, init_std))
+
+
+def left_pad(rows, pad_id):
+    """(ids, mask) of token rows left-padded to the longest, as the engine batches them (CPU tensors)."""
+    import torch
+
+    T = max(map(len, rows))
+    ids = torch.full((len(rows), T), int(pad_id))
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, T - len(r):] = torch.tensor(r)
+        mask[i, T - len(r):] = 1
+    return ids, mask
+
+
+def kill_at_checkpoint(proc, ckpt_dir: Path, min_step: int, timeout: float) -> None:
+    """SIGKILL the training child `proc` once a checkpoint under `ckpt_dir` holds step >= `min_step` (or at
+    `timeout` seconds); waits for it. The caller asserts it was killed (returncode -SIGKILL), not finished."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            states = list(Path(ckpt_dir).glob("*/state.pt"))
+            if states and torch.load(states[0], weights_only=False)["step"] >= min_step:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
