@@ -27,7 +27,7 @@ def test_stamp_records_commit_machine_and_wall(tmp_path):
     run = _run(tmp_path)
     info = json.loads((run / "run_info.json").read_text())
     assert info["wall_s"] == 307.4 and info["ended"] - info["started"] == pytest.approx(307.4)
-    assert info["cpus"] >= 1 and info["cpu"] and isinstance(info["avx512_bf16"], bool)
+    assert info["cpus"] >= 1 and info["cpu"] and isinstance(info["native_bf16"], bool)
     assert info["commit"] and "dirty" in info
 
 

@@ -287,3 +287,13 @@ def describe_device(device: object) -> dict[str, object]:
         out["gpu_name"] = torch.cuda.get_device_name(idx)
         out["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(idx)))
     return out
+
+
+def cpu_has_bf16() -> bool:
+    """CPU with native bf16 matmul (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

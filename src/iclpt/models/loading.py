@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from iclpt.artifacts import check_model_dir, looks_local
+from iclpt.devices import cpu_has_bf16
 from iclpt.engine.soft_prompt import freeze
 from iclpt.io import DataError
 
@@ -44,16 +45,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
         check_cuda(1)
     return torch.device(device)
-
-
-def cpu_has_bf16() -> bool:
-    """CPU with native bf16 matmul (AMX or AVX512-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 #: the lowest CUDA compute capability with native bf16 (Ampere); V100 (7.0) and T4 (7.5) emulate it, and

@@ -2,7 +2,8 @@
 
 A run made through the Makefile (`make demo`, `make mini`, `make mini-samples`) is stamped: `stamp start` before
 Snakemake and `stamp end` after it write `<run dir>/run_info.json` (git commit and whether the tree was dirty,
-CPU model and count, start, end and wall seconds). `splice` replaces, in the README, the text between
+CPU model and count, whether it has native bf16, start, end and wall seconds). `splice` replaces, in the README,
+the text between
 
     <!-- BEGIN GENERATED <block> -->
     <!-- END GENERATED <block> -->
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from iclpt.devices import cpu_has_bf16
 from iclpt.io import atomic_open
 
 RUN_INFO = "run_info.json"
@@ -50,21 +52,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def stamp_start(run_dir: Path, now: float | None = None) -> dict[str, Any]:
     """Write run_info.json before a run: commit, dirty tree, machine, start time (wall and end left open)."""
     info = {"commit": _git("rev-parse", "--short", "HEAD") or "unknown",
             "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-            "cpu": cpu_model(), "cpus": os.cpu_count(), "avx512_bf16": "avx512_bf16" in cpu_flags(),
+            "cpu": cpu_model(), "cpus": os.cpu_count(), "native_bf16": cpu_has_bf16(),
             "started": now if now is not None else time.time(), "ended": None, "wall_s": None}
     _write(run_dir / RUN_INFO, info)
     return info
@@ -92,10 +84,11 @@ def read_info(run_dir: Path, finished: bool = True) -> dict[str, Any]:
 def provenance_line(info: dict[str, Any], run_dir: Path) -> str:
     minutes, seconds = divmod(int(round(info["wall_s"])), 60)
     day = time.strftime("%Y-%m-%d", time.gmtime(info["ended"]))
-    bf16 = "with" if info.get("avx512_bf16") else "without"
+    bf16 = "with" if info.get("native_bf16") else "without"
     dirty = " plus uncommitted changes" if info.get("dirty") else ""
     return (f"*Generated from `{run_dir}` by `make readme-tables` (never edited by hand): commit "
-            f"{info['commit']}{dirty}, {info['cpus']}-CPU {info['cpu']} ({bf16} AVX512-BF16), {day}; "
+            f"{info['commit']}{dirty}, {info['cpus']}-CPU {info['cpu']} ({bf16} native bf16: AVX512-BF16 or AMX), "
+            f"{day}; "
             f"the run took {minutes} min {seconds:02d} s wall.*")
 
 
