@@ -10,7 +10,7 @@ CONFIG ?= config/demo.yaml
 STAMP_RUN = $(BIN)/python -m iclpt.reporting.readme
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: all install demo mini mini-samples mini-pilot power readme-tables config-readme test test-fast test-gpu plan bench bench-full clean-demo help
+.PHONY: all install demo mini mini-samples mini-pilot mini-readme power readme-tables config-readme test test-fast test-gpu plan bench bench-full clean-demo help
 all: help
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make mini-pilot LR=0.3 - PT alone, one seed, 200 steps: the dev curves behind the mini's lr and steps"
 	@echo "make power RUN=results/mini ROWS='64 128 192' SEEDS='3 5 8' - MDE of IPT - PT at other sizes"
 	@echo "make readme-tables RUN=results/mini - paste the run's main table and findings into README.md (generated block)"
+	@echo "make mini-readme - after make mini-samples: its power table (tables/power.md), then its README block"
 	@echo "make test   - create .venv, install, run the full test suite"
 	@echo "make test-gpu - the engine's guarantees on a CUDA device + a timed paper-size step (<= 8 min; skips without CUDA)"
 	@echo "make plan CONFIG=config/config.yaml - jobs per rule and the GPU model's hours per GPU kind, runs nothing"
@@ -90,6 +91,15 @@ SEEDS ?= 3 5 8
 KIND ?= ipt_vs_pt
 power: install
 	$(BIN)/python -m iclpt.reporting.power $(RUN)/tables/comparisons.csv --kind $(KIND) --rows $(ROWS) --seeds $(SEEDS)
+
+# the mini's README block: main table, findings, the power table from its own variances, the PT/IPT dev curves
+MINI_ROWS ?= 80 130 160 260
+MINI_SEEDS ?= 5 8
+mini-readme: install
+	$(BIN)/python -m iclpt.reporting.power results/mini/tables/comparisons.csv --kind ipt_vs_pt \
+		--rows $(MINI_ROWS) --seeds $(MINI_SEEDS) --out results/mini/tables/power.md
+	$(BIN)/python -m iclpt.reporting.readme splice README.md mini results/mini \
+		tables/main.md findings.md tables/power.md tables/training.csv
 
 plan: install
 	$(BIN)/python workflow/scripts/plan.py $(foreach f,$(CONFIG),--configfile $(f)) \

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from iclpt.io import atomic_open
 from iclpt.reporting.inference import mde
 
 
@@ -70,9 +71,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", required=True)
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--power", type=float, default=0.8)
+    ap.add_argument("--out", help="also write the table here (Markdown, atomically), e.g. <run>/tables/power.md")
     a = ap.parse_args(argv)
     cmp_ = pd.read_csv(a.comparisons)
-    print(render(power_table(cmp_, a.kind, a.rows, a.seeds, a.alpha, a.power), a.kind, a.alpha, a.power))
+    text = render(power_table(cmp_, a.kind, a.rows, a.seeds, a.alpha, a.power), a.kind, a.alpha, a.power)
+    print(text)
+    if a.out:
+        with atomic_open(a.out) as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":
